@@ -1,0 +1,1 @@
+"""The `sc-data` command line: a thin Typer front-end over :mod:`sc_data`."""

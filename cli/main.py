@@ -1,0 +1,40 @@
+"""Entry point of the `sc-data` console script: wires one command module per pipeline verb."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+import sc_data
+
+app = typer.Typer(
+    name="sc-data",
+    help="Curate curriculum preference datasets for safety alignment and train on them.\n\n"
+    "Pipeline: ingest -> score -> stage -> (publish | train) -> eval -> report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: Each module defines ``register(app)``, adding its command(s).
+COMMAND_MODULES = (
+    "ingest",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sc-data {sc_data.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Curate curriculum preference datasets for safety alignment and train on them."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"sc_data_cli.{_name}").register(app)

@@ -1,0 +1,65 @@
+"""Atomic writes and hashing shared by every step that writes to disk.
+
+A crash must never leave a half-written file under its final name: each writer writes to a
+temporary sibling and renames it into place (``os.replace`` is atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARQUET_COMPRESSION = "zstd"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike[str], **kwargs: Any) -> None:
+    """Write ``table`` atomically as zstd Parquet."""
+    kwargs.setdefault("compression", PARQUET_COMPRESSION)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, **kwargs)
+
+
+def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``obj`` atomically as indented, key-sorted UTF-8 JSON."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", "utf-8")
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> None:
+    """Write ``text`` atomically as UTF-8."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, "utf-8")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
