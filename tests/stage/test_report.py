@@ -1,0 +1,52 @@
+"""Report plots: real PNGs from a staged folder; Spearman against a direct float64 reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sc_data.errors import InputError
+from sc_data.report import PLOT_NAMES, report, spearman_matrix
+from sc_data.stage import stage
+from tests.stage.conftest import make_scored
+
+
+def reference_spearman(x: list[float], y: list[float]) -> float:
+    """Pearson correlation of average ranks, one row at a time."""
+
+    def ranks(v: list[float]) -> list[float]:
+        return [sum(1 for w in v if w < a) + (sum(1 for w in v if w == a) - 1) / 2 for a in v]
+
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sx = sum((a - mx) ** 2 for a in rx) ** 0.5
+    sy = sum((b - my) ** 2 for b in ry) ** 0.5
+    return cov / (sx * sy)
+
+
+def test_spearman_matches_reference() -> None:
+    table = make_scored(40, seed=31)
+    cols = ["ref_margin__margin_mean", "judge__severity"]
+    got = spearman_matrix(table, cols)
+    expected = reference_spearman(*(table.column(c).cast(pa.float64()).to_pylist() for c in cols))
+    np.testing.assert_allclose(got, [[1.0, expected], [expected, 1.0]], rtol=0, atol=1e-12)
+
+
+def test_report_writes_pngs(tmp_path: Path) -> None:
+    staged = tmp_path / "ds"
+    stage(make_scored(80, seed=32), staged, plots=False)
+    paths = report(staged)
+    assert [p.name for p in paths] == [f"{n}.png" for n in PLOT_NAMES]
+    assert all(p.parent == tmp_path / "ds_report" for p in paths)
+    for p in paths:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+
+
+def test_report_needs_staged_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"holds no data/\*/\*.parquet shards"):
+        report(tmp_path)
