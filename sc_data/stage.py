@@ -5,9 +5,12 @@ the scorers' columns present, 20 % of the pairs held out for evaluation (seed 42
 by difficulty into K=3 equal-count tiers (the last takes the remainder). Every step is vectorised
 (numpy / pyarrow): no per-row Python, so a million pairs stage in seconds.
 
-Order matters and is fixed: the eval split is held out first (stratified by difficulty quartile and
-category, grouped by normalised prompt so no prompt sits on both sides), then the optional dev
-split (Cat-DPO's margin controller measures on it), then the data budget, then the tiers.
+Order matters and is fixed (:func:`plan`): the eval split is held out first (stratified by
+difficulty quartile and category, grouped by normalised prompt so no prompt sits on both sides),
+then the optional dev split (Cat-DPO's margin controller measures on it), then a budget that keeps
+the ``easiest`` / ``hardest`` end, then the tiers, then a ``uniform`` budget within each tier.
+The splits and budget live in :mod:`sc_data.split`, the tiering strategies in
+:mod:`sc_data.tiers`; this module holds the recipe, the order, and the I/O of :func:`stage`.
 
 Example:
     >>> from sc_data.stage import StageConfig, assign
@@ -32,23 +35,28 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sc_data.difficulty import (
-    BUILTIN_DIFFICULTY_COLUMNS,
     DifficultyColumn,
+    Direction,
     MissingPolicy,
     category_codes,
     compute_difficulty,
+    resolve_columns,
 )
 from sc_data.errors import ConfigError, InputError
+from sc_data.export import ExportConfig, export
 from sc_data.io import sha256_file
 from sc_data.schema import REJECT_SCHEMA, validate_table
-
-Strategy = Literal["equal", "quantile", "threshold", "kmeans"]
-SPLIT_NAMES = ("train", "eval", "dev")
-_TRAIN, _EVAL, _DEV = 0, 1, 2
-
-
-class StagingWarning(UserWarning):
-    """Tiering degraded (ties, constant scores, empty tiers); the message says what to change."""
+from sc_data.split import (
+    DEV,
+    EVAL,
+    SPLIT_NAMES,
+    TRAIN,
+    assign_splits,
+    budget_from_end,
+    budget_within_tiers,
+    prompt_group_codes,
+)
+from sc_data.tiers import StagingWarning, Strategy, Tierer, tiers_by_group
 
 
 class StageConfig(BaseModel):
@@ -62,9 +70,11 @@ class StageConfig(BaseModel):
         tiers: number of tiers K >= 1 (default 3); for quantile/threshold it is len(cuts) + 1.
         cuts: cut points for ``quantile`` / ``threshold``, strictly increasing.
         threshold_column: raw score column for ``threshold``, ``COL[:easier|harder]``.
-        eval_fraction: share of pairs held out as the ``test`` split, in [0, 1) (paper: 0.2).
-        dev_fraction: share of the remaining training pairs carved into a ``dev`` split, in
-            [0, 1) (Cat-DPO measures per-category unsafe rates on it; default 0).
+        eval_fraction: share of all pairs held out as the ``eval`` split (exported as ``test``),
+            in [0, 1) (paper: 0.2).
+        dev_fraction: share of all pairs carved from the training side into a ``dev`` split, in
+            [0, 1), eval_fraction + dev_fraction < 1 (Cat-DPO measures per-category unsafe rates
+            on it; default 0).
         budget: fraction of training pairs kept, in (0, 1] (paper: 0.75 matched the baseline).
         budget_mode: ``uniform`` (random within each tier), ``easiest`` or ``hardest`` end.
         stratify: ``category`` keeps each category's count equal across tiers (within one row;
@@ -155,225 +165,6 @@ def make_config(config: StageConfig | None = None, **options: Any) -> StageConfi
         raise ConfigError(f"invalid staging config: {validation_message(e)}") from e
 
 
-# ----------------------------------------------------------------------------- tiering
-
-
-class Tierer:
-    """Discretise one value per row into K ordered tiers, in the style of KBinsDiscretizer.
-
-    ``fit`` learns ``tier_edges_`` (K+1 ascending edges in value space: min, K-1 cut points, max)
-    and ``n_tiers_``; ``transform`` maps new values to tiers with those edges (a value equal to a
-    cut point goes to the upper tier). ``fit_transform`` of the ``equal`` strategy splits by
-    sorted position instead, as the paper did, so bin sizes are exact even with tied values
-    (ties at a boundary are split by ``tie_break`` and a warning says so).
-
-    Args:
-        strategy: ``equal`` | ``quantile`` | ``threshold`` | ``kmeans``.
-        n_tiers: K (ignored for quantile/threshold: len(cuts) + 1).
-        cuts: quantiles in (0, 1) for ``quantile``; raw values for ``threshold``.
-        direction: for ``threshold``, whether larger raw values are easier or harder.
-        seed: k-means seed.
-    """
-
-    def __init__(
-        self,
-        strategy: Strategy = "equal",
-        *,
-        n_tiers: int = 3,
-        cuts: list[float] | None = None,
-        direction: Literal["larger_is_easier", "larger_is_harder"] = "larger_is_harder",
-        seed: int = 42,
-    ) -> None:
-        self.strategy = strategy
-        self.n_tiers = n_tiers
-        self.cuts = cuts
-        self.direction = direction
-        self.seed = seed
-
-    def _warn(self, message: str) -> None:
-        self.warnings_.append(message)
-        warnings.warn(message, StagingWarning, stacklevel=3)
-
-    def fit(self, values: np.ndarray, tie_break: np.ndarray | None = None) -> Tierer:
-        """Learn ``tier_edges_`` from ``values`` (float, no NaN); returns self."""
-        self.fit_transform(values, tie_break)
-        return self
-
-    def fit_transform(self, values: np.ndarray, tie_break: np.ndarray | None = None) -> np.ndarray:
-        """Fit and return the tier (int64, 0 = easiest) of each value.
-
-        Raises:
-            ConfigError: unknown strategy, or quantile/threshold without cuts.
-        """
-        values = np.asarray(values, dtype=np.float64)
-        self.warnings_: list[str] = []
-        if self.strategy not in ("equal", "quantile", "threshold", "kmeans"):
-            raise ConfigError(
-                f"unknown tier strategy {self.strategy!r}; valid: ['equal', 'kmeans', 'quantile', 'threshold']"
-            )
-        if self.strategy in ("quantile", "threshold") and not self.cuts:
-            raise ConfigError(f"strategy {self.strategy!r} needs cuts")
-        n = len(values)
-        lo, hi = (float(values.min()), float(values.max())) if n else (0.0, 0.0)
-        if self.strategy == "equal":
-            tiers = self._equal(values, tie_break)
-        elif self.strategy == "quantile":
-            self.n_tiers_ = len(self.cuts) + 1
-            interior = np.quantile(values, self.cuts) if n else np.zeros(len(self.cuts))
-            self.tier_edges_ = np.concatenate([[lo], interior, [hi]])
-            tiers = self.transform(values)
-        elif self.strategy == "threshold":
-            self.n_tiers_ = len(self.cuts) + 1
-            self.tier_edges_ = np.concatenate([[min(lo, self.cuts[0])], self.cuts, [max(hi, self.cuts[-1])]])
-            tiers = self.transform(values)
-        else:
-            tiers = self._kmeans(values)
-        counts = np.bincount(tiers, minlength=self.n_tiers_)
-        empty = [k for k in range(self.n_tiers_) if counts[k] == 0]
-        if n and empty:
-            self._warn(
-                f"tier(s) {empty} of {self.n_tiers_} are empty ({self.strategy} on {n} rows); "
-                "consider decreasing the number of tiers or changing the cuts"
-            )
-        if n > 1 and lo == hi:
-            self._warn(
-                f"all {n} difficulty values are equal ({lo}); the tiers carry no difficulty signal. "
-                "Check the score columns (a scorer that failed?) or add --difficulty-column"
-            )
-        return tiers
-
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        """Tier of each value under the fitted edges.
-
-        Raises:
-            ConfigError: the Tierer is not fitted.
-        """
-        if not hasattr(self, "tier_edges_"):
-            raise ConfigError("this Tierer is not fitted yet; call fit() before transform()")
-        values = np.asarray(values, dtype=np.float64)
-        interior = self.tier_edges_[1:-1]
-        tiers = np.searchsorted(interior, values, side="right").astype(np.int64)
-        if self.strategy == "threshold" and self.direction == "larger_is_easier":
-            tiers = self.n_tiers_ - 1 - tiers
-        return tiers
-
-    def _equal(self, values: np.ndarray, tie_break: np.ndarray | None) -> np.ndarray:
-        n, k = len(values), self.n_tiers
-        self.n_tiers_ = k
-        order = np.lexsort((tie_break, values)) if tie_break is not None else np.argsort(values, kind="stable")
-        base = n // k
-        if n and base == 0:
-            self._warn(f"only {n} training rows for {k} tiers; every row goes to the last tier. Use fewer tiers")
-        position_tier = np.minimum(np.arange(n) // max(base, 1), k - 1) if base else np.full(n, k - 1)
-        tiers = np.empty(n, dtype=np.int64)
-        tiers[order] = position_tier
-        sorted_v = values[order]
-        starts = [j * base for j in range(1, k)]
-        self.tier_edges_ = np.array(
-            [sorted_v[0] if n else 0.0] + [sorted_v[min(s, n - 1)] if n else 0.0 for s in starts] + [sorted_v[-1] if n else 0.0]
-        )
-        straddle = [j for j, s in zip(range(1, k), starts, strict=True) if 0 < s < n and sorted_v[s - 1] == sorted_v[s]]
-        if straddle:
-            self._warn(
-                f"rows with equal difficulty straddle the boundary before tier(s) {straddle}; they were "
-                "split by id so the tiers keep equal sizes. Consider fewer tiers or another score column"
-            )
-        return tiers
-
-    def _kmeans(self, values: np.ndarray) -> np.ndarray:
-        from sklearn.cluster import KMeans
-
-        distinct = np.unique(values)
-        k = min(self.n_tiers, len(distinct))
-        if k < self.n_tiers:
-            self._warn(
-                f"only {len(distinct)} distinct difficulty values for {self.n_tiers} k-means tiers; using "
-                f"{k}. Consider decreasing the number of tiers"
-            )
-        self.n_tiers_ = max(k, 1)
-        if k <= 1:
-            self.tier_edges_ = np.array([values.min(), values.max()]) if len(values) else np.zeros(2)
-            return np.zeros(len(values), dtype=np.int64)
-        # 1-D k-means on the distinct values weighted by their counts: same optimum, far fewer points.
-        uniq, counts = np.unique(values, return_counts=True)
-        km = KMeans(n_clusters=k, n_init=4, random_state=self.seed).fit(uniq[:, None], sample_weight=counts)
-        centers = np.sort(km.cluster_centers_[:, 0])
-        # In 1-D the nearest centre is decided by the midpoints: edges renumber tiers by mean.
-        self.tier_edges_ = np.concatenate([[values.min()], (centers[1:] + centers[:-1]) / 2, [values.max()]])
-        return self.transform(values)
-
-
-def _balanced_equal(n: int, k: int) -> np.ndarray:
-    """Tier of each sorted position when n rows are split into k bins whose sizes differ by <= 1.
-
-    The extra rows go to the last tiers (the remainder stays at the hard end, as in the paper).
-    """
-    base, rem = divmod(n, k)
-    small = k - rem  # tiers with `base` rows, then `rem` tiers with base + 1
-    pos = np.arange(n)
-    head = small * base
-    return np.where(pos < head, pos // max(base, 1), small + (pos - head) // (base + 1)).astype(np.int64)
-
-
-# ----------------------------------------------------------------------------- splits
-
-
-_PY_WHITESPACE = r"[\s\x0b\x1c-\x1f\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]+"
-
-
-def prompt_group_codes(prompt: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Int group per row: rows share a code iff their :func:`normalised_prompt_key` agrees.
-
-    The key (NFC, lower case, whitespace runs collapsed, ``role:content`` per message) is built
-    with pyarrow compute instead of a Python loop; tests check it against the reference function.
-    """
-    arr = prompt.combine_chunks() if isinstance(prompt, pa.ChunkedArray) else prompt
-    messages = arr.values  # unsliced child; the offsets below index into it
-    content = pc.utf8_normalize(messages.field("content"), "NFC")
-    content = pc.utf8_lower(content)
-    content = pc.replace_substring_regex(content, _PY_WHITESPACE, " ")
-    content = pc.utf8_trim(content, " ")
-    text = pc.binary_join_element_wise(messages.field("role"), content, ":")
-    joined = pc.binary_join(pa.ListArray.from_arrays(arr.offsets, text), "\n")
-    return pc.dictionary_encode(joined).indices.to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def grouped_holdout(
-    groups: np.ndarray, strata: np.ndarray, fraction: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Pick ~``fraction`` of the rows, whole groups at a time, evenly across strata.
-
-    Groups are shuffled, ordered by stratum, and taken by systematic sampling (every
-    1/fraction-th group from a random start), so each group is taken with probability
-    ``fraction`` whatever its size, every stratum gets its share within one group, and the total
-    stays close to fraction x N even with many small strata (where rounding per stratum would
-    take nothing). A group's stratum is that of its first row.
-
-    Returns:
-        bool mask (n,) of rows held out.
-    """
-    n = len(groups)
-    if n == 0 or fraction <= 0:
-        return np.zeros(n, dtype=bool)
-    uniq, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    shuffle = rng.permutation(len(uniq))
-    order = np.lexsort((shuffle, strata[first]))
-    position = np.arange(len(uniq))
-    start = rng.random()
-    taken_sorted = np.floor(fraction * (position + 1) + start) > np.floor(fraction * position + start)
-    taken = np.empty(len(uniq), dtype=bool)
-    taken[order] = taken_sorted
-    return taken[inverse.reshape(-1)]
-
-
-def _strata(difficulty: np.ndarray, categories: np.ndarray) -> np.ndarray:
-    quartile = np.minimum(np.floor(difficulty * 4), 3).astype(np.int64)
-    return categories * 4 + quartile
-
-
-# ----------------------------------------------------------------------------- assignment
-
-
 @dataclass
 class Assignment:
     """Result of :func:`plan`: per-row decisions over the whole input table.
@@ -397,7 +188,7 @@ class Assignment:
     rejects: pa.Table
     parts: dict[str, np.ndarray]
     n_tiers: int
-    tier_edges: Any
+    tier_edges: list[float] | dict[str, list[float]]
     difficulty_columns: list[DifficultyColumn]
     missing: dict[str, int]
     warnings: list[str] = field(default_factory=list)
@@ -411,17 +202,46 @@ def _id_rank(table: pa.Table) -> np.ndarray:
     return rank
 
 
-def _threshold_values(table: pa.Table, config: StageConfig) -> tuple[np.ndarray, np.ndarray, str, str]:
-    spec = DifficultyColumn.parse(config.threshold_column or "")
-    if spec.column not in table.column_names:
-        raise ConfigError(f"threshold column {spec.column!r} is not in the table; it has {table.column_names}")
-    direction = spec.direction or BUILTIN_DIFFICULTY_COLUMNS.get(spec.column)
-    if direction is None:
-        raise ConfigError(
-            f"threshold column {spec.column!r} has no known direction; write {spec.column}:easier or {spec.column}:harder"
-        )
+def _threshold_values(table: pa.Table, config: StageConfig) -> tuple[np.ndarray, str, Direction]:
+    """Raw values of ``threshold_column`` (NaN where missing), its name and its direction."""
+    try:
+        (spec,) = resolve_columns(table.column_names, [DifficultyColumn.parse(config.threshold_column or "")])
+    except ConfigError as e:
+        raise ConfigError(f"threshold_column: {e}") from e
     raw = table.column(spec.column).cast(pa.float64()).to_numpy(zero_copy_only=False)
-    return raw, np.isnan(raw), spec.column, direction
+    return raw, spec.column, spec.direction
+
+
+def _tier(
+    config: StageConfig,
+    values: np.ndarray,
+    tie_break: np.ndarray,
+    categories: np.ndarray,
+    category_names: list[str],
+    direction: Direction,
+) -> tuple[np.ndarray, int, list[float] | dict[str, list[float]], list[str]]:
+    """Tier of each training row, the number of tiers, the edges and the warnings.
+
+    The warnings are collected for the manifest rather than emitted.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StagingWarning)
+        if config.stratify == "category":
+            tiers, edges, messages = tiers_by_group(
+                values,
+                categories,
+                tie_break,
+                names=category_names,
+                strategy=config.strategy,
+                n_tiers=config.tiers,
+                cuts=config.cuts,
+            )
+            return tiers, config.tiers, edges, messages
+        tierer = Tierer(
+            config.strategy, n_tiers=config.tiers, cuts=config.cuts, direction=direction, seed=config.seed
+        )
+        tiers = tierer.fit_transform(values, tie_break)
+    return tiers, tierer.n_tiers_, tierer.tier_edges_.tolist(), tierer.warnings_
 
 
 def plan(table: pa.Table, config: StageConfig | None = None, *, source: str = "<table>") -> Assignment:
@@ -438,103 +258,64 @@ def plan(table: pa.Table, config: StageConfig | None = None, *, source: str = "<
     """
     config = config or StageConfig()
     table = validate_table(table, where=source)
-    for name in ("difficulty", "tier", "split"):
-        if name in table.column_names:
-            table = table.drop_columns([name])  # re-staging a staged table recomputes them
+    # Re-staging a staged table recomputes these.
+    table = table.drop_columns([c for c in ("difficulty", "tier", "split") if c in table.column_names])
     n = table.num_rows
     diff = compute_difficulty(
         table, config.difficulty_columns or None, per_category=config.per_category, missing=config.missing
     )
-    keep = diff.keep.copy()
+    difficulty, keep = diff.difficulty, diff.keep.copy()
     reason = np.full(n, None, dtype=object)
     for j, col in enumerate(diff.columns):
         reason[diff.drop_column == j] = f"missing_score:{col.column}"
     missing = dict(diff.missing)
-    threshold_raw = None
+    tier_values, direction = difficulty, "larger_is_harder"  # difficulty: 0 = easiest
     if config.strategy == "threshold":
-        threshold_raw, absent, tcol, tdir = _threshold_values(table, config)
-        missing.setdefault(tcol, int(absent.sum()))
+        tier_values, column, direction = _threshold_values(table, config)
+        absent = np.isnan(tier_values)
+        missing.setdefault(column, int(absent.sum()))
         if config.missing == "drop":
-            reason[absent & keep] = f"missing_score:{tcol}"
+            reason[absent & keep] = f"missing_score:{column}"
             keep &= ~absent
         else:
-            harder = (config.missing == "hardest") == (tdir == "larger_is_harder")
-            threshold_raw = np.where(absent, np.inf if harder else -np.inf, threshold_raw)
-    difficulty = diff.difficulty
+            harder = (config.missing == "hardest") == (direction == "larger_is_harder")
+            tier_values = np.where(absent, np.inf if harder else -np.inf, tier_values)
     cats, cat_names = category_codes(table)
     id_rank = _id_rank(table)
     rng = np.random.default_rng(config.seed)
 
     rows = np.flatnonzero(keep)
-    groups = prompt_group_codes(table.column("prompt"))
     split = np.full(n, -1, dtype=np.int64)
-    strata = _strata(difficulty[rows], cats[rows])
-    is_eval = grouped_holdout(groups[rows], strata, config.eval_fraction, rng)
-    split[rows] = np.where(is_eval, _EVAL, _TRAIN)
-    if config.dev_fraction > 0:
-        train_rows = np.flatnonzero(split == _TRAIN)
-        share = config.dev_fraction / (1.0 - config.eval_fraction)  # fraction of the rest
-        is_dev = grouped_holdout(groups[train_rows], _strata(difficulty[train_rows], cats[train_rows]), share, rng)
-        split[train_rows[is_dev]] = _DEV
-
-    train = np.flatnonzero(split == _TRAIN)
+    split[rows] = assign_splits(
+        prompt_group_codes(table.column("prompt"))[rows],
+        difficulty[rows],
+        cats[rows],
+        eval_fraction=config.eval_fraction,
+        dev_fraction=config.dev_fraction,
+        rng=rng,
+    )
+    train = np.flatnonzero(split == TRAIN)
     if config.budget < 1.0 and config.budget_mode != "uniform":
-        n_keep = int(round(config.budget * len(train)))
-        order = np.lexsort((id_rank[train], difficulty[train]))
-        kept_pos = order[:n_keep] if config.budget_mode == "easiest" else order[len(train) - n_keep :]
-        dropped = np.setdiff1d(train, train[kept_pos])
+        dropped = train[budget_from_end(difficulty[train], id_rank[train], config.budget, config.budget_mode)]
         split[dropped], reason[dropped], keep[dropped] = -1, f"budget:{config.budget_mode}", False
-        train = np.flatnonzero(split == _TRAIN)
+        train = np.flatnonzero(split == TRAIN)
 
     tier = np.full(n, -1, dtype=np.int64)
-    tier_warnings: list[str] = []
-    if config.stratify == "category":
-        tier_edges: Any = {}
-        n_tiers = config.tiers
-        for code in np.unique(cats[train]):
-            members = train[cats[train] == code]
-            if config.strategy == "equal":
-                order = np.lexsort((id_rank[members], difficulty[members]))
-                tier[members[order]] = _balanced_equal(len(members), n_tiers)
-            else:
-                tierer = Tierer("quantile", cuts=config.cuts, seed=config.seed)
-                tier[members] = tierer.fit_transform(difficulty[members], id_rank[members])
-                tier_edges[cat_names[code]] = tierer.tier_edges_.tolist()
-                tier_warnings += tierer.warnings_
-    else:
-        if config.strategy == "threshold":
-            values = threshold_raw[train]
-            tierer = Tierer("threshold", cuts=config.cuts, direction=tdir, seed=config.seed)
-        else:
-            values = difficulty[train]
-            tierer = Tierer(config.strategy, n_tiers=config.tiers, cuts=config.cuts, seed=config.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", StagingWarning)  # collected into the manifest instead
-            tier[train] = tierer.fit_transform(values, id_rank[train])
-        n_tiers, tier_edges, tier_warnings = tierer.n_tiers_, tierer.tier_edges_.tolist(), tierer.warnings_
-
+    tier[train], n_tiers, tier_edges, tier_warnings = _tier(
+        config, tier_values[train], id_rank[train], cats[train], cat_names, direction
+    )
     if config.budget < 1.0 and config.budget_mode == "uniform":
-        noise = rng.random(len(train))
-        order = np.lexsort((noise, tier[train]))
-        sizes = np.bincount(tier[train], minlength=n_tiers)
-        quota = np.round(config.budget * sizes).astype(np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        t_sorted = tier[train][order]
-        pos_in_tier = np.arange(len(train)) - starts[t_sorted]
-        dropped = train[order[pos_in_tier >= quota[t_sorted]]]
-        split[dropped], tier[dropped], keep[dropped] = -1, -1, False
-        reason[dropped] = "budget:uniform"
-        train = np.flatnonzero(split == _TRAIN)
+        dropped = train[budget_within_tiers(tier[train], config.budget, rng)]
+        split[dropped], tier[dropped], reason[dropped], keep[dropped] = -1, -1, "budget:uniform", False
+        train = np.flatnonzero(split == TRAIN)
 
-    parts: dict[str, np.ndarray] = {}
     order = np.lexsort((id_rank[train], difficulty[train], tier[train]))
     sorted_train, sorted_tier = train[order], tier[train][order]
     bounds = np.searchsorted(sorted_tier, np.arange(n_tiers + 1))
-    for k in range(n_tiers):
-        parts[f"tier_{k}"] = sorted_train[bounds[k] : bounds[k + 1]]
-    parts["eval"] = np.flatnonzero(split == _EVAL)
+    parts = {f"tier_{k}": sorted_train[bounds[k] : bounds[k + 1]] for k in range(n_tiers)}
+    parts["eval"] = np.flatnonzero(split == EVAL)
     if config.dev_fraction > 0:
-        parts["dev"] = np.flatnonzero(split == _DEV)
+        parts["dev"] = np.flatnonzero(split == DEV)
 
     out = table.append_column("difficulty", pa.array(difficulty, pa.float64(), from_pandas=True))
     out = out.append_column("tier", pa.array(tier, pa.int64(), mask=tier < 0))
@@ -582,8 +363,6 @@ def assign(table: pa.Table, config: StageConfig | None = None) -> pa.Table:
     return result.table.filter(pa.array(result.keep))
 
 
-# ----------------------------------------------------------------------------- stage
-
 
 @dataclass
 class StageResult:
@@ -612,7 +391,7 @@ class StageResult:
         return {**self.__dict__, "output": str(self.output)}
 
 
-def read_scored(path: Path) -> tuple[pa.Table, list[dict[str, Any]], dict[str, Any]]:
+def read_scored(path: Path | str) -> tuple[pa.Table, list[dict[str, Any]], dict[str, Any]]:
     """Read a scored Parquet file (or folder of part files) and the manifest beside it.
 
     Returns:
@@ -679,8 +458,6 @@ def stage(
     Example:
         >>> stage("scored.parquet", "staged", tiers=3, eval_fraction=0.2)  # doctest: +SKIP
     """
-    from sc_data.export import ExportConfig, export
-
     export_keys = set(ExportConfig.model_fields)
     try:
         export_config = ExportConfig(**{k: v for k, v in options.items() if k in export_keys})
@@ -688,12 +465,12 @@ def stage(
         raise ConfigError(f"invalid export option: {validation_message(e)}") from e
     config = make_config(config, **{k: v for k, v in options.items() if k not in export_keys})
     output = Path(output)
-    if output.exists() and not overwrite:
+    if output.exists() and not overwrite:  # export() checks too, but only after the work is done
         raise ConfigError(f"output {str(output)!r} already exists; pass overwrite=True (--overwrite) to replace it")
     if isinstance(scored, pa.Table):
         table, inputs, upstream, source = scored, [], {}, "<table>"
     else:
-        table, inputs, upstream = read_scored(Path(scored))
+        table, inputs, upstream = read_scored(scored)
         source = str(scored)
     result = plan(table, config, source=source)
     recipe = {
@@ -717,19 +494,15 @@ def stage(
         overwrite=overwrite,
     )
     difficulty = result.table.column("difficulty").to_numpy(zero_copy_only=False)
-    tiers = {k: len(v) for k, v in result.parts.items() if k.startswith("tier_")}
-    mean = {
-        k: (float(np.mean(difficulty[v])) if len(v) else math.nan)
-        for k, v in result.parts.items()
-        if k.startswith("tier_")
-    }
+    tier_parts = {k: v for k, v in result.parts.items() if k.startswith("tier_")}
+    tiers = {k: len(v) for k, v in tier_parts.items()}
     return StageResult(
         output=output,
         rows_in=table.num_rows,
         rows_out=written.rows_out,
         rows_rejected=result.rejects.num_rows,
         tiers=tiers,
-        mean_difficulty=mean,
-        splits={"train": sum(tiers.values()), **{k: len(v) for k, v in result.parts.items() if not k.startswith("tier_")}},
+        mean_difficulty={k: float(np.mean(difficulty[v])) if len(v) else math.nan for k, v in tier_parts.items()},
+        splits={"train": sum(tiers.values()), **{k: len(v) for k, v in result.parts.items() if k not in tier_parts}},
         warnings=result.warnings,
     )

@@ -1,11 +1,8 @@
-"""Tiering, splits and budget: property tests over random scored tables, plus the Tierer."""
+"""plan(): tiering, splits and budget together, property tests over random scored tables."""
 
 from __future__ import annotations
 
-import gzip
-import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,15 +12,8 @@ from hypothesis import strategies as st
 
 from sc_data.errors import ConfigError, InputError
 from sc_data.schema import normalised_prompt_key
-from sc_data.stage import (
-    StageConfig,
-    StagingWarning,
-    Tierer,
-    assign,
-    make_config,
-    plan,
-    prompt_group_codes,
-)
+from sc_data.stage import StageConfig, assign, make_config, plan
+from sc_data.tiers import StagingWarning
 from tests.stage.conftest import make_scored
 
 
@@ -193,6 +183,20 @@ class TestStrategies:
         means = [difficulty[p].mean() for p in tier_parts(result)]
         assert means == sorted(means) and result.n_tiers == 4
 
+    def test_threshold_column_must_exist(self) -> None:
+        config = StageConfig(strategy="threshold", threshold_column="nope:easier", cuts=[1.0])
+        with pytest.raises(ConfigError, match=r"threshold_column: difficulty column 'nope' is not in the table"):
+            plan(make_scored(20, seed=14), config)
+
+    def test_stratified_warnings_collected_not_emitted(self) -> None:
+        table = make_scored(7, seed=4)
+        config = StageConfig(strategy="quantile", cuts=[0.3, 0.8], stratify="category", eval_fraction=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", StagingWarning)
+            result = plan(table, config)
+        assert result.warnings and all(w.startswith("category '") for w in result.warnings)
+        assert set(result.tier_edges) == set(table.column("category").fill_null("unknown").to_pylist())
+
     @pytest.mark.parametrize(
         ("options", "message"),
         [
@@ -211,78 +215,6 @@ class TestStrategies:
     def test_config_errors(self, options: dict, message: str) -> None:
         with pytest.raises(ConfigError, match=message):
             make_config(**options)
-
-
-class TestTierer:
-    def test_transform_needs_fit(self) -> None:
-        with pytest.raises(ConfigError, match=r"this Tierer is not fitted yet; call fit\(\) before transform\(\)"):
-            Tierer().transform(np.array([0.1]))
-
-    def test_fit_then_transform_new_values(self) -> None:
-        tierer = Tierer("equal", n_tiers=3).fit(np.linspace(0, 1, 9))
-        np.testing.assert_allclose(tierer.tier_edges_, [0.0, 0.375, 0.75, 1.0])
-        assert tierer.transform(np.array([0.0, 0.374, 0.375, 0.8, 2.0])).tolist() == [0, 0, 1, 2, 2]
-
-    def test_constant_scores_warn(self) -> None:
-        with pytest.warns(StagingWarning, match=r"all 6 difficulty values are equal \(0.5\); the tiers carry no difficulty signal"):
-            tiers = Tierer("equal", n_tiers=3).fit_transform(np.full(6, 0.5))
-        assert sorted(tiers.tolist()) == [0, 0, 1, 1, 2, 2]
-
-    def test_kmeans_too_few_distinct_values(self) -> None:
-        with pytest.warns(StagingWarning, match=r"only 2 distinct difficulty values for 3 k-means tiers; using 2"):
-            tierer = Tierer("kmeans", n_tiers=3)
-            tiers = tierer.fit_transform(np.array([0.0, 0.0, 1.0, 1.0]))
-        assert tiers.tolist() == [0, 0, 1, 1] and tierer.n_tiers_ == 2
-
-    def test_too_few_rows_warn(self) -> None:
-        with pytest.warns(StagingWarning, match=r"only 2 training rows for 3 tiers"):
-            Tierer("equal", n_tiers=3).fit_transform(np.array([0.1, 0.2]))
-
-
-class TestPromptGroups:
-    def reference_codes(self, prompts) -> np.ndarray:
-        keys = [normalised_prompt_key(p) for p in prompts]
-        index: dict[str, int] = {}
-        return np.array([index.setdefault(k, len(index)) for k in keys])
-
-    def assert_same_partition(self, prompts) -> None:
-        got = prompt_group_codes(pa.array(prompts, pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))))
-        ref = self.reference_codes(prompts)
-        # Same partition: a bijection between the two labelings.
-        pairs = set(zip(got.tolist(), ref.tolist(), strict=True))
-        assert len(pairs) == len(set(got.tolist())) == len(set(ref.tolist()))
-
-    @settings(max_examples=80, deadline=None)
-    @given(
-        st.lists(
-            st.lists(
-                st.tuples(
-                    st.sampled_from(["user", "assistant"]),
-                    st.text(alphabet=st.sampled_from(list("aAbB É\u00e9e\u0301\t\n\x0b\x1c\u00a0\u2003\u3000")), max_size=6),
-                ),
-                min_size=1,
-                max_size=2,
-            ),
-            min_size=1,
-            max_size=12,
-        )
-    )
-    def test_matches_normalised_prompt_key(self, raw) -> None:
-        self.assert_same_partition([[{"role": r, "content": c} for r, c in msgs] for msgs in raw])
-
-    def test_real_data(self, shared_data: Path) -> None:
-        prompts = []
-        with open(shared_data / "paper" / "hh_rlhf_clean_gpt.jsonl", encoding="utf-8") as fh:
-            for line in fh:
-                prompts.append([{"role": "user", "content": json.loads(line)["prompt"].removeprefix("Human: ")}])
-        with gzip.open(shared_data / "hh-rlhf" / "harmless-base-test.jsonl.gz", "rt", encoding="utf-8") as fh:
-            for line in fh:
-                text = json.loads(line)["chosen"].rsplit("\n\nAssistant:", 1)[0]
-                prompts.append([{"role": "user", "content": text}])
-        self.assert_same_partition(prompts)
-        # The paper's set repeats some prompts (DESIGN.md: 30 occur more than once).
-        codes = prompt_group_codes(pa.array(prompts[:3969]))
-        assert len(np.unique(codes)) < 3969
 
 
 def test_missing_canonical_columns() -> None:
