@@ -1,0 +1,194 @@
+"""Training configuration: one small pydantic model per concern, composed into :class:`TrainConfig`.
+
+Defaults are the Staged-Competence paper's (arXiv 2605.26315): LoRA r=16, α=32, dropout 0.05 on
+q_proj,v_proj; lr 5e-5; effective batch 32; max length 1024, prompt ≤ 512; 5 epochs per stage;
+β = 0.1. Unknown keys and wrong types fail loudly; the resolved config is written beside the run
+(``train_config.json``) and into every checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sc_data.errors import ConfigError
+from sc_data.train.curriculum import CompetenceKind, Schedule
+from sc_data.train.losses import LossType
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which model to train and how it is held in memory."""
+
+    name: str = Field("smollm2-135m-instruct", description="Model reference: hub id, local folder, GGUF file or builtin alias.")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Compute dtype: trainable weights stay fp32; 'bfloat16' (auto on GPU) means bf16 autocast and a bf16 frozen reference."
+    )
+    trust_remote_code: bool = False
+
+
+class LoraConfig(_Section):
+    """LoRA adapter (peft); ``enabled=False`` means a full fine-tune with a second reference copy."""
+
+    enabled: bool = True
+    r: int = Field(16, gt=0, description="Adapter rank (paper: 16).")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha (paper: 32).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout (paper: 0.05).")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+class LossConfig(_Section):
+    """Preference loss (sc_data.train.losses)."""
+
+    type: LossType = Field("sigmoid", description="sigmoid (DPO), ipo, hinge, cdpo (label smoothing), robust.")
+    beta: float = Field(0.1, gt=0, description="DPO temperature β (paper: 0.1).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="ε for cdpo / robust, in [0, 0.5).")
+    sft_weight: float = Field(0.0, ge=0, description="Weight of an SFT (per-token NLL on chosen) term; 0 = off.")
+
+    @model_validator(mode="after")
+    def _smoothing_applies(self) -> LossConfig:
+        if self.label_smoothing > 0 and self.type not in ("cdpo", "robust"):
+            raise ValueError(
+                f"label_smoothing={self.label_smoothing} only applies to loss type 'cdpo' or 'robust', got {self.type!r}; "
+                "set loss.type to one of those or label_smoothing to 0"
+            )
+        return self
+
+
+class CurriculumConfig(_Section):
+    """Schedule, competence and reference updates (sc_data.train.curriculum)."""
+
+    schedule: Schedule = Field("staged_competence", description="shuffled, sqrt_pacing, sequential, curri_dpo, staged_competence.")
+    epochs_per_stage: float = Field(5.0, gt=0, description="Passes over each stage (paper: 5).")
+    competence: CompetenceKind = Field("sqrt", description="Competence function: sqrt (Platanios et al. 2019) or linear.")
+    c0: float = Field(0.01, gt=0, le=1, description="Initial competence c(0).")
+    horizon: float = Field(1.0, gt=0, description="Competence horizon as a fraction of the stage's steps (c = 1 at T).")
+    max_steps_per_stage: int | None = Field(None, gt=0, description="Cap on optimizer steps per stage (demos, tests).")
+    ref_update: Literal["hard", "tr_dpo", "none"] = Field(
+        "hard", description="hard: π_ref ← π_θ at each stage end (multi-stage schedules); tr_dpo: soft update every tau steps; none."
+    )
+    tr_dpo_alpha: float = Field(0.5, gt=0, le=1, description="TR-DPO mixing α (π_ref ← α π_θ + (1−α) π_ref).")
+    tr_dpo_tau: int = Field(32, gt=0, description="TR-DPO update period in optimizer steps.")
+
+
+class OptimConfig(_Section):
+    """AdamW, LR schedule (per stage), batching, clipping."""
+
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (paper: 5e-5).")
+    weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up, restarted at each stage.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of a stage's steps spent warming up.")
+    micro_batch: int = Field(4, gt=0, description="Pairs per forward pass per process.")
+    grad_accum: int | None = Field(None, gt=0, description="Accumulation steps; default: effective_batch / (micro_batch × world size).")
+    effective_batch: int = Field(32, gt=0, description="Pairs per optimizer step over all processes (paper: 32).")
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class DataConfig(_Section):
+    """Tokenisation limits (the shared log-prob core's truncation rule)."""
+
+    max_length: int = Field(1024, gt=0, description="Prompt + answer tokens (paper: 1024).")
+    max_prompt_length: int = Field(512, gt=0, description="Prompt tokens, left-truncated (paper: 512).")
+    reuse_ref_logps: bool = Field(True, description="Stage 0 reuses stored ref_margin log-probs when model, tokenizer and truncation match.")
+
+
+class CatDPOConfig(_Section):
+    """Category-adaptive margins (sc_data.train.cat_dpo); needs a dev split in the staged data."""
+
+    enabled: bool = False
+    eta: float = Field(0.5, gt=0, description="Dual step size η.")
+    target: float = Field(0.2, ge=0, le=1, description="Target unsafe rate u*.")
+    gamma_max: float = Field(2.0, ge=0, description="Upper clip of γ_c.")
+    every: int = Field(10, gt=0, description="Optimizer steps between dual updates.")
+    ema: float = Field(0.5, ge=0, lt=1, description="EMA weight of the previous unsafe rate.")
+    min_count: int = Field(5, gt=0, description="Dev pairs a category needs before its γ moves.")
+
+
+class CheckpointConfig(_Section):
+    """Checkpoints (at stage ends and every N steps)."""
+
+    every: int | None = Field(None, gt=0, description="Also checkpoint every N optimizer steps.")
+    keep: int = Field(2, gt=0, description="Step checkpoints kept (stage-end checkpoints are all kept).")
+    stage_ends: bool = Field(True, description="Checkpoint at every stage end (off only for smoke tests: no resume across stages).")
+
+
+class TrainConfig(_Section):
+    """Everything one training run needs; composed from the sections above."""
+
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    cat_dpo: CatDPOConfig = Field(default_factory=CatDPOConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.data.max_prompt_length >= self.data.max_length:
+            raise ValueError(
+                f"data.max_prompt_length ({self.data.max_prompt_length}) must be below data.max_length "
+                f"({self.data.max_length}) so answers keep some tokens; lower it or raise max_length"
+            )
+        if self.cat_dpo.enabled and self.loss.type == "ipo":
+            raise ValueError("cat_dpo needs a sigmoid-type loss (sigmoid, hinge, cdpo, robust), got loss.type='ipo'")
+        if self.curriculum.ref_update == "tr_dpo" and self.lora.enabled:
+            raise ValueError("ref_update='tr_dpo' needs a full reference copy: set lora.enabled=false or ref_update='hard'")
+        return self
+
+    def grad_accum_for(self, world_size: int) -> int:
+        """Accumulation steps so that micro_batch × accum × world_size = effective_batch."""
+        if self.optim.grad_accum is not None:
+            return self.optim.grad_accum
+        per_step = self.optim.micro_batch * world_size
+        if self.optim.effective_batch % per_step:
+            raise ConfigError(
+                f"optim.effective_batch={self.optim.effective_batch} is not a multiple of micro_batch × world size "
+                f"= {self.optim.micro_batch} × {world_size}; choose micro_batch dividing it or set grad_accum"
+            )
+        return self.optim.effective_batch // per_step
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Validate a nested dict, raising :class:`ConfigError` with every problem listed."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())
+            raise ConfigError(f"invalid training config: {problems}") from e
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """Load a YAML file (nested sections as above) and apply dotted ``overrides`` on top."""
+        try:
+            data = yaml.safe_load(Path(path).read_text("utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read training config {path}: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"training config {path} must be a mapping of sections, got {type(data).__name__}")
+        return cls.from_dict(merge_overrides(data, overrides or {}))
+
+
+def merge_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``{"optim.lr": 1e-4, ...}`` onto a nested dict (copy); None values are skipped."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key {key!r} is a value, not a section; cannot set {dotted}")
+        node[leaf] = value
+    return out

@@ -1,0 +1,189 @@
+"""Training data: a staged dataset folder (or Hub ORG/NAME) → tables, tokenised pairs, log-probs.
+
+Tokenisation and log-probs go through the shared core (:mod:`sc_data.logprob`), so the trainer,
+the ``ref_margin`` scorer and evaluation split prompt/answer and truncate identically, and the
+stored reference log-probs of the scorer can stand in for stage 0's reference pass.
+
+Layout read (DESIGN.md, "Staged dataset on disk"): ``sc_manifest.json``,
+``data/tier_{k}/*.parquet``, ``data/eval/*.parquet``, optional ``data/dev/*.parquet``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from sc_data.errors import InputError
+
+_TIER_DIR = re.compile(r"^tier_(\d+)$")
+STORED_CHOSEN = "ref_margin__chosen_logp"
+STORED_REJECTED = "ref_margin__rejected_logp"
+
+
+@dataclass
+class StagedData:
+    """A staged dataset in memory.
+
+    Attributes:
+        root: local folder.
+        manifest: ``sc_manifest.json`` as a dict.
+        train: every training row (all tiers), with an int ``tier`` column.
+        eval: the held-out ``eval`` split, or None.
+        dev: the dev split carved from training pairs (Cat-DPO), or None.
+    """
+
+    root: Path
+    manifest: dict[str, Any]
+    train: pa.Table
+    eval: pa.Table | None
+    dev: pa.Table | None
+
+
+def _read_dir(folder: Path) -> pa.Table | None:
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+def load_staged(ref: str | Path, *, verify: bool = True) -> StagedData:
+    """Read a staged dataset folder, or pull a Hub dataset ``ORG/NAME[@REV]`` first.
+
+    Args:
+        ref: local folder or Hub reference.
+        verify: check shards against the manifest (``sc_data.export.verify``) before reading.
+
+    Raises:
+        InputError: not a staged folder, or no training tiers.
+        VerifyError: the folder does not match its manifest.
+    """
+    from sc_data.hub import resolve_dataset
+
+    root = resolve_dataset(ref)
+    manifest_path = root / "sc_manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(
+            f"{str(root)!r} is not a staged dataset: sc_manifest.json is missing; run `sc-data stage` first "
+            "or pass the folder it wrote"
+        )
+    if verify:
+        from sc_data.export import verify as verify_folder
+
+        verify_folder(root)
+    manifest = json.loads(manifest_path.read_text("utf-8"))
+    tiers = []
+    for folder in sorted((root / "data").glob("tier_*"), key=lambda p: int(_TIER_DIR.match(p.name).group(1)) if _TIER_DIR.match(p.name) else -1):
+        match = _TIER_DIR.match(folder.name)
+        table = _read_dir(folder) if match else None
+        if table is None:
+            continue
+        if "tier" not in table.column_names:
+            table = table.append_column("tier", pa.array([int(match.group(1))] * len(table), pa.int64()))
+        tiers.append(table)
+    if not tiers:
+        raise InputError(f"{str(root)!r} has no training tiers (data/tier_*/ *.parquet); was it staged with an eval split only?")
+    train = pa.concat_tables(tiers, promote_options="default")
+    return StagedData(root=root, manifest=manifest, train=train, eval=_read_dir(root / "data" / "eval"), dev=_read_dir(root / "data" / "dev"))
+
+
+def messages(table: pa.Table, column: str) -> list[list[dict[str, str]]]:
+    """A message-list column as Python lists of ``{"role", "content"}`` dicts."""
+    return table.column(column).to_pylist()
+
+
+def categories_of(table: pa.Table) -> list[list[str]]:
+    """Each row's categories (``categories`` list, else the ``category`` column, else none)."""
+    if "categories" in table.column_names:
+        return [list(c or []) for c in table.column("categories").to_pylist()]
+    if "category" in table.column_names:
+        return [[c] if c else [] for c in table.column("category").to_pylist()]
+    return [[] for _ in range(len(table))]
+
+
+def tokenize_table(pair_tokenizer: Any, table: pa.Table) -> list[Any]:
+    """Tokenise every row with the shared core's ``PairTokenizer`` (one TokenizedPair per row)."""
+    prompts, chosen, rejected = (messages(table, c) for c in ("prompt", "chosen", "rejected"))
+    return [pair_tokenizer(p, c, r) for p, c, r in zip(prompts, chosen, rejected, strict=True)]
+
+
+def pair_length(pair: Any) -> int:
+    """Tokens a pair costs in a forward pass (prompt once, both answers)."""
+    return len(pair.prompt_ids) + len(pair.chosen_ids) + len(pair.rejected_ids)
+
+
+def length_grouped(indices: np.ndarray, pairs: Sequence[Any], micro_batch: int) -> list[np.ndarray]:
+    """Split ``indices`` into micro-batches of similar length, so padding stays small.
+
+    The loss is a sum over the whole optimizer step divided by the effective batch, so the
+    order rows are grouped in changes nothing but the padding.
+    """
+    order = sorted(range(len(indices)), key=lambda i: (pair_length(pairs[int(indices[i])]), i))
+    ordered = np.asarray(indices)[order]
+    return [ordered[i : i + micro_batch] for i in range(0, len(ordered), micro_batch)]
+
+
+@dataclass
+class LogProbTable:
+    """Summed answer log-probs and lengths per row of one table, (N,) each, float32 / int64."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    chosen_len: torch.Tensor
+    rejected_len: torch.Tensor
+
+
+@torch.no_grad()
+def compute_logprobs(
+    model: Any, pairs: Sequence[Any], indices: np.ndarray, *, micro_batch: int, pad_token_id: int | None
+) -> LogProbTable:
+    """Log-probs of ``pairs[indices]`` under ``model`` (no grad), batched by length."""
+    from sc_data.logprob import pair_logprobs
+
+    n = len(indices)
+    out = LogProbTable(torch.zeros(n), torch.zeros(n), torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long))
+    position = {int(row): i for i, row in enumerate(indices)}
+    for group in length_grouped(np.asarray(indices), pairs, micro_batch):
+        lp = pair_logprobs(model, [pairs[int(i)] for i in group], pad_token_id=pad_token_id)
+        where = torch.tensor([position[int(i)] for i in group])
+        out.chosen[where] = lp.chosen_sum.float().cpu()
+        out.rejected[where] = lp.rejected_sum.float().cpu()
+        out.chosen_len[where] = torch.as_tensor(lp.chosen_len).long().cpu()
+        out.rejected_len[where] = torch.as_tensor(lp.rejected_len).long().cpu()
+    return out
+
+
+def stored_ref_logprobs(data: StagedData, *, model_sha256: str | None, tokenizer_description: dict[str, Any], dtype: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``ref_margin`` scorer's stored log-probs of the training rows, if they fit this run.
+
+    They are reused only on an exact match of the reference model's hash, the tokenizer
+    description (template and truncation) and the dtype recorded in the manifest under
+    ``scorers.ref_margin``; the caller still checks a few rows against a live computation.
+
+    Returns:
+        (chosen, rejected) float64 arrays aligned with ``data.train``, or None with no match.
+    """
+    if STORED_CHOSEN not in data.train.column_names or STORED_REJECTED not in data.train.column_names:
+        return None
+    recorded = (data.manifest.get("scorers") or {}).get("ref_margin")
+    if not isinstance(recorded, dict):
+        return None
+    model = recorded.get("model") or {}
+    recorded_sha = model.get("sha256") if isinstance(model, dict) else None
+    if model_sha256 is None or recorded_sha != model_sha256:
+        return None
+    if recorded.get("tokenizer") != tokenizer_description or str(recorded.get("dtype")) != dtype:
+        return None
+    chosen = np.asarray(data.train.column(STORED_CHOSEN).to_pylist(), dtype=np.float64)
+    rejected = np.asarray(data.train.column(STORED_REJECTED).to_pylist(), dtype=np.float64)
+    if not (np.isfinite(chosen).all() and np.isfinite(rejected).all()):
+        return None
+    return chosen, rejected

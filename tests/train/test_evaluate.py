@@ -1,0 +1,65 @@
+"""evaluate(): metrics against π₀, checked against a plain two-pass float64 computation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sc_data.errors import InputError
+from sc_data.evaluate import evaluate, is_refusal
+from sc_data.train.trainer import train
+from tests.train.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained_run(staged_dir: Path, tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("eval") / "run"
+    train(staged_dir, run, tiny_config(tiny_lm_dir, optim={"lr": 5e-3}))
+    return run
+
+
+class TestEvaluate:
+    def test_untrained_policy_scores_exactly_half(self, staged_dir: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "train_config.json").write_text(json.dumps(tiny_config(tiny_lm_dir).model_dump(mode="json")))
+        shutil.copytree(tiny_lm_dir, run / "final")
+        res = evaluate(run, staged_dir, device="cpu", plots=False)
+        assert res["overall"]["n"] == 8
+        assert res["overall"]["accuracy"] == 0.5 and res["overall"]["margin_separation"] == 0.0
+        assert res["overall"]["reference_free_margin"] == pytest.approx(res["overall"]["before"]["reference_free_margin"])
+
+    def test_matches_two_pass_float64_reference(self, trained_run: Path, staged_dir: Path, tiny_lm_dir: Path) -> None:
+        from sc_data.logprob import PairTokenizer, TruncationConfig, reference_pair_logprobs
+        from sc_data.models import load_causal_lm
+        from sc_data.train.data import load_staged, tokenize_table
+
+        res = evaluate(trained_run, staged_dir, device="cpu")
+        policy, tok, _ = load_causal_lm(str(trained_run / "final"), device="cpu", dtype="float32")
+        pi0, _, _ = load_causal_lm(str(tiny_lm_dir), device="cpu", dtype="float32")
+        pairs = tokenize_table(PairTokenizer(tok, truncation=TruncationConfig(max_length=64, max_prompt_length=32)), load_staged(staged_dir).eval)
+        with torch.no_grad():
+            a, b = reference_pair_logprobs(policy.double(), pairs), reference_pair_logprobs(pi0.double(), pairs)
+        h = ((a.chosen_sum - b.chosen_sum) - (a.rejected_sum - b.rejected_sum)).numpy()
+        free = (a.chosen_sum - a.rejected_sum).numpy()
+        assert res["overall"]["margin_separation"] == pytest.approx(float(np.mean(h)), abs=1e-3)
+        assert res["overall"]["accuracy"] == pytest.approx(float(np.mean((h > 0) + 0.5 * (h == 0))))
+        assert res["overall"]["reference_free_margin"] == pytest.approx(float(np.mean(free)), abs=1e-3)
+        assert sum(v["n"] for v in res["by_tier"].values()) == 8
+        assert sum(v["n"] for v in res["by_category"].values()) == 8
+        assert json.loads((trained_run / "eval.json").read_text())["overall"] == res["overall"]
+        assert (trained_run / "margins_by_step.png").stat().st_size > 1000
+        assert (trained_run / "accuracy_by_category.png").stat().st_size > 1000
+
+    def test_missing_run_is_an_input_error(self, staged_dir: Path, tmp_path: Path) -> None:
+        with pytest.raises(InputError, match="is not a finished training run"):
+            evaluate(tmp_path, staged_dir)
+
+    def test_refusal_detector(self) -> None:
+        assert is_refusal("I’m sorry, but I can't help with that.")
+        assert not is_refusal("Sure, the capital of France is Paris.")
