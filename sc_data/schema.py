@@ -168,8 +168,12 @@ def validate_table(table: pa.Table, *, where: str = "table") -> pa.Table:
             if not schema.field(name).nullable and col.null_count:
                 raise InputError(f"{where}: column {name!r} has {col.null_count} null value(s)")
         columns.append(col)
+    fields = [
+        schema.field(name) if name in PAIR_COLUMNS else table.schema.field(name)
+        for name in table.column_names
+    ]
+    out = pa.Table.from_arrays(columns, schema=pa.schema(fields))
     ordered = list(PAIR_COLUMNS) + [c for c in table.column_names if c not in PAIR_COLUMNS]
-    out = pa.table(dict(zip(table.column_names, columns)))
     return out.select(ordered)
 
 
