@@ -1,0 +1,102 @@
+"""Multi-process parsing of large plain JSONL inputs.
+
+Parsing, converting and hashing rows is Python work bound to one core by the GIL, so a large
+uncompressed JSONL file is cut into byte ranges at line boundaries and each range is parsed by a
+worker process into finished Arrow batches. Results come back in file order with line numbers
+made global, so the output, the rejects and the counts are the same as the single-process path's.
+Used only when it pays off and is safe: a plain (uncompressed) JSONL file of at least
+:data:`MIN_PARALLEL_BYTES`, more than one CPU, Linux (fork), and no ``dedup`` (which needs every id
+seen so far, in order).
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from sc_data.ingest.config import IngestOptions
+from sc_data.ingest.readers import DEFAULT_BATCH, _jsonl_batches
+
+MIN_PARALLEL_BYTES = 64 * 2**20
+CHUNK_BYTES = 16 * 2**20
+
+#: (pairs batch or None, rejects as (line, field, reason, raw), records read) per worker batch.
+ChunkResult = tuple[int, list[tuple[pa.RecordBatch | None, list[tuple[Any, ...]], int]]]
+
+
+def workers() -> int:
+    """Worker processes to use: the CPUs this process may run on, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return min(cpus, 8)
+
+
+def worth_it(path: Path | None, kind: str, compression: str | None, options: IngestOptions) -> bool:
+    """Whether the parallel path applies (see the module docstring)."""
+    return (
+        path is not None and kind == "jsonl" and compression is None and not options.dedup
+        and workers() > 1 and sys.platform == "linux"
+        and path.stat().st_size >= MIN_PARALLEL_BYTES
+    )
+
+
+def chunk_bounds(path: Path, chunk_bytes: int | None = None) -> list[tuple[int, int]]:
+    """Byte ranges ``[start, end)`` covering the file, each ending just after a newline (or at EOF)."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    size = path.stat().st_size
+    bounds = []
+    start = 0
+    with open(path, "rb") as fh:
+        while start < size:
+            fh.seek(min(start + chunk_bytes, size))
+            fh.readline()  # move to the end of the line the cut fell in
+            end = min(fh.tell(), size)
+            bounds.append((start, end))
+            start = end
+    return bounds
+
+
+def _parse_chunk(args: tuple[str, int, int, str, str, IngestOptions]) -> ChunkResult:
+    """Worker: parse one byte range; line numbers are 1-based within the range."""
+    from sc_data.ingest.pipeline import convert_batch, make_converter
+
+    gc.disable()  # as in the parent's loop: acyclic short-lived rows, freed by refcounting
+    path, start, end, fmt, source_name, options = args
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(end - start)
+    convert = make_converter(fmt, source_name, options)
+    out = []
+    for batch in _jsonl_batches(io.BytesIO(data), DEFAULT_BATCH):
+        pairs, rejects = convert_batch(batch, convert, options, None, "")
+        out.append((pairs, [r[1:] for r in rejects], len(batch.rows) + len(batch.rejects)))
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    return lines, out
+
+
+def parallel_batches(
+    path: Path, fmt: str, source_name: str, spec: str, options: IngestOptions
+) -> Iterator[tuple[pa.RecordBatch | None, list[tuple[Any, ...]], int]]:
+    """Yield (pairs, rejects with global line numbers and ``spec`` as source, records read)."""
+    tasks = [(str(path), s, e, fmt, source_name, options) for s, e in chunk_bounds(path)]
+    # fork: workers start in milliseconds with everything imported, and (unlike spawn and
+    # forkserver) never re-import the caller's __main__, so scripts without a __main__ guard, stdin
+    # and notebooks work. The workers touch none of the parent's threads' objects (they open their
+    # own file and build their own batches), and Arrow and jemalloc re-arm their pools at fork.
+    ctx = multiprocessing.get_context("fork")
+    offset = 0
+    with ctx.Pool(workers()) as pool:
+        for lines, results in pool.imap(_parse_chunk, tasks):
+            for pairs, rejects, records in results:
+                yield pairs, [(spec, line + offset, *rest) for line, *rest in rejects], records
+            offset += lines
