@@ -15,11 +15,21 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts write "[default: x]" literally; rich markup would swallow the brackets.
+    rich_markup_mode=None,
 )
 
 #: Each module defines ``register(app)``, adding its command(s).
 COMMAND_MODULES = (
     "ingest",
+    "inspect",
+    "publish",
+    "stage",
+    "verify",
+    "report",
+    "score",
+    "train",
+    "eval",
 )
 
 
@@ -38,3 +48,6 @@ def _main(
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"sc_data_cli.{_name}").register(app)
+
+if __name__ == "__main__":
+    app()

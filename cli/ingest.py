@@ -1,0 +1,91 @@
+"""``sc-data ingest``: raw preference files -> the canonical pairs Parquet (+ rejects, manifest)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sc_data_cli._common import JsonFlag, OutputFile, handle_errors, print_json, stderr, stdout
+
+from sc_data.ingest.config import FORMATS
+
+Format = Enum("Format", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]
+
+
+class Prefer(str, Enum):
+    safer = "safer"
+    better = "better"
+
+
+class SafetyPairs(str, Enum):
+    drop = "drop"
+    flag = "flag"
+    keep = "keep"
+
+
+@handle_errors
+def ingest_command(
+    inputs: Annotated[list[str], typer.Argument(help="Files (JSONL/JSON/CSV/Parquet, .gz/.zst ok), save_to_disk folders or dataset names.", show_default=False)],
+    output: OutputFile,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Source layout; auto detects it per input from its columns.")] = Format("auto"),  # noqa: A002
+    column_map: Annotated[list[str] | None, typer.Option("--map", help="canonical=source column, repeatable: --map prompt=question --map chosen=good.")] = None,
+    prefer: Annotated[Prefer, typer.Option(help="PKU-SafeRLHF: chosen = the safer (default) or the better answer.")] = Prefer.safer,
+    safety_pairs: Annotated[SafetyPairs, typer.Option("--safety-pairs", help="PKU-SafeRLHF: drop (keep only safe-chosen/unsafe-rejected), flag or keep the other pairs.")] = SafetyPairs.drop,
+    dedup: Annotated[bool, typer.Option("--dedup", help="Reject pairs whose id was already seen.")] = False,
+    max_chars: Annotated[int, typer.Option("--max-chars", help="Longest accepted text of one message, in characters.")] = 100_000,
+    rejects: Annotated[Path | None, typer.Option("--rejects", help="Rejects Parquet; default <output stem>.rejects.parquet.", dir_okay=False)] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Read raw preference data into the canonical pairs table; bad rows go to a rejects file.
+
+    Examples:
+
+        sc-data ingest hh_rlhf_clean_gpt.jsonl -o pairs.parquet
+
+        sc-data ingest harmless-base-test.jsonl.gz pku.jsonl -o pairs.parquet --safety-pairs flag
+
+        sc-data ingest qa.csv -o pairs.parquet --map prompt=question --map chosen=good --map rejected=bad
+    """
+    from sc_data.ingest import ingest, make_options, parse_column_map
+
+    options = make_options(
+        format=format.value,
+        column_map=parse_column_map(column_map),
+        prefer=prefer.value,
+        safety_pairs=safety_pairs.value,
+        dedup=dedup,
+        max_chars=max_chars,
+    )
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} records"),
+                  TimeElapsedColumn(), console=stderr, transient=True) as progress:
+        task = progress.add_task("ingesting", total=None)
+        result = ingest(inputs, output, rejects=rejects, options=options,
+                        progress=lambda n: progress.advance(task, n))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    table = Table(title=f"ingest -> {result.output}")
+    table.add_column("input")
+    table.add_column("format")
+    for name in ("in", "out", "rejected"):
+        table.add_column(name, justify="right")
+    for report in result.inputs:
+        table.add_row(report.path, report.format or "-", f"{report.rows_in:,}", f"{report.rows_out:,}", f"{report.rows_rejected:,}")
+    table.add_row("[bold]total", "", f"{result.rows_in:,}", f"{result.rows_out:,}", f"{result.rows_rejected:,}")
+    stdout.print(table)
+    if result.by_reason:
+        reasons = Table(title=f"rejected by reason -> {result.rejects}")
+        reasons.add_column("reason")
+        reasons.add_column("rows", justify="right")
+        for reason, count in sorted(result.by_reason.items(), key=lambda kv: -kv[1]):
+            reasons.add_row(reason, f"{count:,}")
+        stdout.print(reasons)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``ingest`` to the app."""
+    app.command("ingest")(ingest_command)
