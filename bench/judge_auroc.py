@@ -8,7 +8,7 @@ Markdown report with the command, machine and date.
 
 Usage:
     python bench/judge_auroc.py /work/shared/data/pku-saferlhf/alpaca7b_test_head.jsonl \\
-        --output bench/RESULTS_judge.md
+        --output judge.md   # then paste into bench/RESULTS.md
 """
 
 from __future__ import annotations

@@ -1,12 +1,41 @@
 #!/usr/bin/env bash
-# README command 1: set up .venv and run the main job on the bundled examples/.
-# Outputs go to ${SC_DATA_DEMO_OUT:-demo-out}/.
+# README command 1: set up .venv and run the main job on the bundled examples/ on a CPU:
+# ingest -> score (ref_margin + local judge on SmolLM2-135M-Instruct) -> stage -> report
+# -> short staged_competence LoRA run -> eval. Outputs go to ${SC_DATA_DEMO_OUT:-demo-out}/.
+# SC_DATA_DEMO_SKIP_SETUP=1 reuses an existing .venv (the test suite does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+[ -n "${SC_DATA_DEMO_SKIP_SETUP:-}" ] || bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${SC_DATA_DEMO_OUT:-demo-out}
+STEPS=${SC_DATA_DEMO_STEPS:-2}
+MODEL=smollm2-135m-instruct
 mkdir -p "$OUT"
+
+echo "== 1/6 ingest examples/pairs.jsonl (PKU-SafeRLHF layout)" >&2
 sc-data ingest examples/pairs.jsonl -o "$OUT/pairs.parquet"
 sc-data inspect "$OUT/pairs.parquet"
+
+echo "== 2/6 score: reference-model margin and harm-severity judge on $MODEL" >&2
+sc-data score "$OUT/pairs.parquet" -o "$OUT/scored.parquet" --resume \
+  --scorer ref_margin --scorer judge --model "$MODEL" \
+  --option ref_margin.max_length=512 --option ref_margin.max_prompt_length=256
+
+echo "== 3/6 stage: 3 equal tiers, 20 % eval split, seed 42 (the paper's recipe)" >&2
+sc-data stage "$OUT/scored.parquet" -o "$OUT/staged" --overwrite
+sc-data verify "$OUT/staged"
+
+echo "== 4/6 report: plots of difficulty, tiers, categories and scores" >&2
+sc-data report "$OUT/staged" -o "$OUT/report"
+
+echo "== 5/6 train: staged_competence, LoRA, $STEPS optimizer steps per stage (CPU)" >&2
+rm -rf "$OUT/run"
+sc-data train "$OUT/staged" -o "$OUT/run" --model "$MODEL" --schedule staged_competence \
+  --max-steps-per-stage "$STEPS" --effective-batch 8 --micro-batch 4 --lr 5e-4 \
+  --max-length 256 --max-prompt-length 128
+
+echo "== 6/6 eval: held-out accuracy vs the initial model, per tier and category" >&2
+sc-data eval "$OUT/run" --data "$OUT/staged" --json > "$OUT/eval.json"
+
+python scripts/demo_summary.py "$OUT"

@@ -1,0 +1,43 @@
+"""The Python API: one function per CLI verb, same names, same options.
+
+Example:
+    >>> from sc_data import api
+    >>> api.ingest(["examples/pairs.jsonl"], "pairs.parquet")          # doctest: +SKIP
+    >>> api.score("pairs.parquet", "scored.parquet", scorers=["ref_margin"])  # doctest: +SKIP
+    >>> api.stage("scored.parquet", "staged/")                          # doctest: +SKIP
+
+The verbs live in modules named after them (``sc_data.ingest``, ``sc_data.stage``, ...), so on the
+package itself a verb's name is its module once imported; this module holds the functions. They
+are imported on first use, so a user who only ingests never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_VERBS = {
+    "ingest": "sc_data.ingest.pipeline",
+    "inspect": "sc_data.inspect",
+    "score": "sc_data.score",
+    "stage": "sc_data.stage",
+    "export": "sc_data.export",
+    "verify": "sc_data.export",
+    "report": "sc_data.report",
+    "publish": "sc_data.hub",
+    "pull": "sc_data.hub",
+    "train": "sc_data.train.trainer",
+    "evaluate": "sc_data.evaluate",
+}
+
+__all__ = sorted(_VERBS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _VERBS:
+        return getattr(importlib.import_module(_VERBS[name]), name)
+    raise AttributeError(f"module 'sc_data.api' has no attribute {name!r}; verbs: {__all__}")
+
+
+def __dir__() -> list[str]:
+    return __all__
