@@ -42,7 +42,7 @@ from sc_data.difficulty import (
     compute_difficulty,
     resolve_columns,
 )
-from sc_data.errors import ConfigError, InputError
+from sc_data.errors import ConfigError, InputError, config_error
 from sc_data.export import ExportConfig, export
 from sc_data.io import sha256_file
 from sc_data.schema import REJECT_SCHEMA, validate_table
@@ -139,16 +139,6 @@ class StageConfig(BaseModel):
         return self
 
 
-def validation_message(error: ValidationError) -> str:
-    """pydantic's errors as one line: ``field: message; ...`` with the offending input."""
-    parts = []
-    for err in error.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {msg} (got {err['input']!r})" if err["loc"] else f"{msg}")
-    return "; ".join(parts)
-
-
 def make_config(config: StageConfig | None = None, **options: Any) -> StageConfig:
     """``config`` (or the defaults) updated with ``options``, validated.
 
@@ -162,7 +152,7 @@ def make_config(config: StageConfig | None = None, **options: Any) -> StageConfi
     try:
         return StageConfig(**{**base, **options})
     except ValidationError as e:
-        raise ConfigError(f"invalid staging config: {validation_message(e)}") from e
+        raise config_error("staging config", e) from None
 
 
 @dataclass
@@ -462,7 +452,7 @@ def stage(
     try:
         export_config = ExportConfig(**{k: v for k, v in options.items() if k in export_keys})
     except ValidationError as e:
-        raise ConfigError(f"invalid export option: {validation_message(e)}") from e
+        raise config_error("export option", e) from None
     config = make_config(config, **{k: v for k, v in options.items() if k not in export_keys})
     output = Path(output)
     if output.exists() and not overwrite:  # export() checks too, but only after the work is done

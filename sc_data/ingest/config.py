@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sc_data.errors import ConfigError
+from sc_data.errors import ConfigError, config_error
 
 Format = Literal["auto", "hh-rlhf", "paper", "pku-saferlhf", "trl", "mapped"]
 FORMATS: tuple[str, ...] = ("auto", "hh-rlhf", "paper", "pku-saferlhf", "trl", "mapped")
@@ -89,11 +89,7 @@ def make_options(**kwargs: Any) -> IngestOptions:
     try:
         return IngestOptions(**kwargs)
     except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "options"
-            problems.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError("invalid ingest option(s): " + "; ".join(problems)) from None
+        raise config_error("ingest option(s)", e) from None
 
 
 def parse_column_map(items: list[str] | None) -> dict[str, str] | None:

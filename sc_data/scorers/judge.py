@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sc_data.errors import ConfigError
+from sc_data.errors import ConfigError, config_error
 from sc_data.schema import category_names, taxonomy
 from sc_data.scorers.base import Batch, Scorer
 from sc_data.scorers.judge_backends import (
@@ -55,7 +55,6 @@ from sc_data.scorers.judge_backends import (
     OpenAIBackend,
     Question,
 )
-from sc_data.scorers.reward_gap import options_error
 
 SEVERITIES = ("0", "1", "2", "3")
 DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
@@ -226,7 +225,7 @@ class JudgeScorer(Scorer):
         try:
             return JudgeOptions(**options)
         except ValidationError as e:
-            raise options_error(self.name, e) from e
+            raise config_error(f"{self.name} option(s)", e, hint="Fix the value(s) or drop the option(s).") from None
 
     def _rubric_text(self) -> str:
         if self.rubric is None:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sc_data.errors import ConfigError
+from sc_data.errors import config_error
 from sc_data.schema import score_column
 from sc_data.scorers.base import Batch, Direction, Scorer
 
@@ -101,8 +101,7 @@ class RefMarginScorer(Scorer):
         try:
             RefMarginOptions(**self._public())
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})" for err in e.errors())
-            raise ConfigError(f"invalid ref_margin option(s): {problems}") from None
+            raise config_error("ref_margin option(s)", e, hint="Fix the value(s) or drop the option(s).") from None
         TruncationConfig(self.max_length, self.max_prompt_length)
 
     def _public(self) -> dict[str, Any]:

@@ -29,24 +29,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sc_data.errors import ConfigError
+from sc_data.errors import ConfigError, config_error
 from sc_data.scorers.base import Batch, Scorer
 
 Message = dict[str, str]
 
 _ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System"}
-
-
-def options_error(scorer: str, error: ValidationError) -> ConfigError:
-    """One readable line per bad option: ``name=value: what is wrong``, for any scorer's options model."""
-    parts = []
-    for err in error.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "options"
-        got = f"={err['input']!r}" if err["loc"] and err["type"] != "missing" else ""
-        parts.append(f"{where}{got}: {err['msg']}")
-    return ConfigError(
-        f"invalid {scorer} option(s): {'; '.join(parts)}. Fix the value(s) or drop the option(s)."
-    )
 
 
 def plain_conversation(messages: Sequence[Message]) -> str:
@@ -196,7 +184,7 @@ class RewardGapScorer(Scorer):
         try:
             return RewardGapOptions(**self.config())
         except ValidationError as e:
-            raise options_error(self.name, e) from e
+            raise config_error(f"{self.name} option(s)", e, hint="Fix the value(s) or drop the option(s).") from None
 
     def load(self) -> None:
         """Load the reward model; check it has a single output logit."""

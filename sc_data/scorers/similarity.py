@@ -33,9 +33,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sc_data.errors import ConfigError
+from sc_data.errors import ConfigError, config_error
 from sc_data.scorers.base import Batch, Scorer
-from sc_data.scorers.reward_gap import options_error
 
 DEFAULT_GENERATOR = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "all-minilm-l6-v2"
@@ -152,7 +151,7 @@ class SimilarityScorer(Scorer):
         try:
             return SimilarityOptions(**super().config())
         except ValidationError as e:
-            raise options_error(self.name, e) from e
+            raise config_error(f"{self.name} option(s)", e, hint="Fix the value(s) or drop the option(s).") from None
 
     def load(self) -> None:
         """Load the encoder, and the generator unless answers come from ``generated_column``."""

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sc_data.errors import ConfigError
+from sc_data.errors import ConfigError, config_error
 from sc_data.train.curriculum import CompetenceKind, Schedule
 from sc_data.train.losses import LossType
 
@@ -163,8 +163,7 @@ class TrainConfig(_Section):
         try:
             return cls.model_validate(data)
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())
-            raise ConfigError(f"invalid training config: {problems}") from e
+            raise config_error("training config", e) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -107,11 +107,11 @@ class TestInputErrors:
 
 class TestOptions:
     def test_bad_choice_lists_valid_ones(self) -> None:
-        with pytest.raises(ConfigError, match=r"safety_pairs: Input should be 'drop', 'flag' or 'keep' \(got 'maybe'\)"):
+        with pytest.raises(ConfigError, match=r"invalid ingest option\(s\): safety_pairs='maybe': Input should be 'drop', 'flag' or 'keep'"):
             make_options(safety_pairs="maybe")
 
     def test_unknown_option(self) -> None:
-        with pytest.raises(ConfigError, match=r"dedupe: Extra inputs are not permitted"):
+        with pytest.raises(ConfigError, match=r"dedupe=True: Extra inputs are not permitted"):
             make_options(dedupe=True)
 
     def test_map_key_must_be_canonical(self) -> None:

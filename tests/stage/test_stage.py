@@ -207,8 +207,8 @@ class TestStrategies:
             ({"strategy": "threshold", "cuts": [1.0]}, r"needs threshold_column"),
             ({"strategy": "kmeans", "stratify": "category"}, r"stratify='category' applies to strategies 'equal' and 'quantile'"),
             ({"cuts": [0.5]}, r"cuts apply to strategy 'quantile' or 'threshold', not 'equal'"),
-            ({"strategy": "median"}, r"strategy: Input should be 'equal', 'quantile', 'threshold' or 'kmeans' \(got 'median'\)"),
-            ({"tiers": 0}, r"tiers: Input should be greater than or equal to 1 \(got 0\)"),
+            ({"strategy": "median"}, r"invalid staging config: strategy='median': Input should be 'equal', 'quantile', 'threshold' or 'kmeans'"),
+            ({"tiers": 0}, r"tiers=0: Input should be greater than or equal to 1"),
             ({"bins": 3}, r"unknown staging option\(s\) \['bins'\]"),
         ],
     )

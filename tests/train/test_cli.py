@@ -45,4 +45,4 @@ def test_bad_config_exits_1_with_message(staged_dir: Path, tmp_path: Path) -> No
     proc = subprocess.run([_sc_data(), "train", str(staged_dir), "-o", str(tmp_path / "r"), "--config", str(bad)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert "Error: invalid training config: curriculum.schedul: Extra inputs are not permitted" in " ".join(proc.stderr.split())
+    assert "Error: invalid training config: curriculum.schedul='shuffled': Extra inputs are not permitted" in " ".join(proc.stderr.split())
