@@ -3,7 +3,8 @@
 The layout (DESIGN.md, "Staged dataset on disk") is also the Hub repo layout, so
 ``datasets.load_dataset(folder, "tier_0")`` and ``pd.read_parquet`` work on it unchanged::
 
-    README.md                                 card; YAML ``configs:`` one per tier + ``all`` (default)
+    README.md                                 card; YAML ``configs:`` one per tier + ``all`` (default),
+                                              ``dataset_info:`` rows and bytes per config and split
     sc_manifest.json                          versions, inputs, recipe, counts, every file's sha256
     data/tier_{k}/train-{i:05d}-of-{n:05d}.parquet
     data/eval/test-00000-of-00001.parquet
@@ -25,7 +26,7 @@ import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -222,7 +223,8 @@ def export(
             "files": files,
         }
         write_json(manifest, tmp / MANIFEST)
-        write_text(render_card(manifest, table, parts, plots), tmp / CARD)
+        info = _dataset_info(tmp, _configs(parts), files)
+        write_text(render_card(manifest, table, parts, plots, dataset_info=info), tmp / CARD)
         _swap_into_place(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -244,7 +246,8 @@ def _swap_into_place(tmp: Path, output: Path) -> None:
 # ----------------------------------------------------------------------------- card
 
 
-def _card_yaml(parts: Mapping[str, np.ndarray], licenses: list[str]) -> dict[str, Any]:
+def _configs(parts: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The card's ``configs:``: ``all`` (default: every tier) and one per tier, each with the test split."""
     tiers = sorted((p for p in parts if p.startswith("tier_")), key=lambda p: int(p.split("_")[1]))
     extra = [{"split": "test", "path": "data/eval/*.parquet"}]
     if "dev" in parts:
@@ -266,8 +269,72 @@ def _card_yaml(parts: Mapping[str, np.ndarray], licenses: list[str]) -> dict[str
                 ],
             }
         )
+    return configs
+
+
+def _arrow_bytes(path: Path) -> int:
+    """The Arrow size ``datasets`` records for a shard (``SplitInfo.num_bytes``).
+
+    Its Parquet builder reads one first-row-group's worth of rows per batch and sums the batches'
+    ``nbytes``; reading the same batches gives the same number.
+    """
+    parquet = pq.ParquetFile(path)
+    if parquet.metadata.num_rows == 0:
+        return 0
+    batches = parquet.iter_batches(batch_size=parquet.metadata.row_group(0).num_rows)
+    return sum(batch.nbytes for batch in batches)
+
+
+def _dataset_info(root: Path, configs: list[dict[str, Any]], files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The card's ``dataset_info:``: per config, rows and Arrow bytes per split, shard and Arrow totals.
+
+    WHY: for a local folder ``datasets`` keys its cache on a hash of the card's configs and
+    ``dataset_info`` only. The configs are the same glob patterns for every staged folder, so
+    without these numbers a second folder of the same name, or a folder re-staged in place,
+    would be served the first one's cached rows. ``datasets`` verifies ``num_examples`` against
+    the rows it reads (so they must be exact, and are: counted from the written shards); the
+    byte counts are informational and computed the way ``datasets`` computes them.
+
+    Args:
+        root: the folder the shards were written to.
+        configs: the card's ``configs:`` (``config_name``, ``data_files`` of ``split`` and ``path`` glob).
+        files: the manifest's file entries (``path``, ``rows``, ``bytes``, ``kind``).
+    """
+    data = [f for f in files if f.get("kind") == "data"]
+    arrow: dict[str, int] = {}
+    infos = []
+    for config in configs:
+        splits, download = [], 0
+        for spec in config["data_files"]:
+            matched = [f for f in data if PurePosixPath(f["path"]).match(spec["path"])]
+            for f in matched:
+                if f["path"] not in arrow:
+                    arrow[f["path"]] = _arrow_bytes(root / f["path"])
+            download += sum(f["bytes"] for f in matched)
+            splits.append(
+                {
+                    "name": spec["split"],
+                    "num_bytes": sum(arrow[f["path"]] for f in matched),
+                    "num_examples": sum(f["rows"] for f in matched),
+                }
+            )
+        infos.append(
+            {
+                "config_name": config["config_name"],
+                "splits": splits,
+                "download_size": download,
+                "dataset_size": sum(s["num_bytes"] for s in splits),
+            }
+        )
+    return infos
+
+
+def _card_yaml(
+    parts: Mapping[str, np.ndarray], licenses: list[str], info: list[dict[str, Any]] | None
+) -> dict[str, Any]:
     meta: dict[str, Any] = {
-        "configs": configs,
+        "configs": _configs(parts),
+        **({"dataset_info": info} if info else {}),
         "license": (licenses[0] if len(licenses) == 1 else licenses) if licenses else "other",
         "tags": ["dpo", "preference", "safety", "curriculum-learning", "sc-data"],
         "task_categories": ["text-generation"],
@@ -281,8 +348,19 @@ def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_card(manifest: Mapping[str, Any], table: pa.Table, parts: Mapping[str, np.ndarray], plots: list[str]) -> str:
-    """The dataset card: YAML front matter (configs, licence, tags) and a readable summary."""
+def render_card(
+    manifest: Mapping[str, Any],
+    table: pa.Table,
+    parts: Mapping[str, np.ndarray],
+    plots: list[str],
+    *,
+    dataset_info: list[dict[str, Any]] | None = None,
+) -> str:
+    """The dataset card: YAML front matter (configs, dataset_info, licence, tags) and a readable summary.
+
+    ``dataset_info`` (from :func:`_dataset_info`) is left out of the front matter when None; a card
+    without it makes ``datasets`` reuse a stale cache for folders of the same name.
+    """
     difficulty = table.column("difficulty").to_numpy(zero_copy_only=False)
     counts = manifest["counts"]
     tiers = sorted((p for p in parts if p.startswith("tier_")), key=lambda p: int(p.split("_")[1]))
@@ -296,7 +374,7 @@ def render_card(manifest: Mapping[str, Any], table: pa.Table, parts: Mapping[str
         for c in categories
     ]
     licenses = manifest["licenses"]
-    front = yaml.safe_dump(_card_yaml(parts, licenses), sort_keys=False)
+    front = yaml.safe_dump(_card_yaml(parts, licenses, dataset_info), sort_keys=False)
     recipe = yaml.safe_dump(manifest["recipe"].get("stage", {}), sort_keys=True)
     sources = "\n".join(f"- `{i['path']}` (sha256 `{i['sha256'][:12]}…`)" for i in manifest["inputs"]) or "- in-memory table"
     plot_md = "\n\n".join(f"![{Path(p).stem}]({p})" for p in plots)

@@ -112,20 +112,83 @@ class TestLayout:
         assert (frame["tier"] == 1).all() and (frame["split"] == "train").all()
 
 
+def load(folder: Path, cache: Path, config: str | None = None) -> dict[str, pd.DataFrame]:
+    """``datasets.load_dataset`` of a staged folder into ``cache`` (never the user's HF cache)."""
+    import datasets
+
+    loaded = datasets.load_dataset(str(folder), config, cache_dir=str(cache))
+    return {split: loaded[split].to_pandas() for split in loaded}
+
+
+def ids_on_disk(folder: Path, part: str) -> list[str]:
+    return pd.read_parquet(folder / "data" / part)["id"].tolist()
+
+
 class TestDatasetsRoundTrip:
-    def test_load_dataset(self, staged: Path) -> None:
+    def test_load_dataset(self, staged: Path, tmp_path: Path) -> None:
         import datasets
 
         manifest = json.loads((staged / "sc_manifest.json").read_text())
         counts = manifest["counts"]
-        tier0 = datasets.load_dataset(str(staged), "tier_0")
+        tier0 = datasets.load_dataset(str(staged), "tier_0", cache_dir=str(tmp_path))
         assert tier0["train"].num_rows == counts["by_tier"]["tier_0"]
         assert tier0["test"].num_rows == counts["by_split"]["test"]
         assert tier0["train"][0]["prompt"][0]["role"] == "user"
-        everything = datasets.load_dataset(str(staged))
+        everything = datasets.load_dataset(str(staged), cache_dir=str(tmp_path))
         assert everything["train"].num_rows == counts["by_split"]["train"]
         assert everything["test"].num_rows == counts["by_split"]["test"]
         assert everything["dev"].num_rows == counts["by_split"]["dev"]
+
+    def test_card_dataset_info_matches_what_datasets_records(self, scored_file: Path, tmp_path: Path) -> None:
+        import datasets
+
+        out = tmp_path / "ds"
+        stage(scored_file, out, max_shard_rows=20, row_group_rows=7, dev_fraction=0.1, plots=False)
+        front = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])
+        infos = {i["config_name"]: i for i in front["dataset_info"]}
+        assert set(infos) == {c["config_name"] for c in front["configs"]}
+        for name in ("all", "tier_1"):
+            built = datasets.load_dataset_builder(str(out), name, cache_dir=str(tmp_path / "cache"))
+            built.download_and_prepare()
+            recorded = built.info
+            card_splits = [s["name"] for s in infos[name]["splits"]]
+            assert set(card_splits) == set(recorded.splits)
+            assert infos[name] == {
+                "config_name": name,
+                "splits": [
+                    {"name": s, "num_bytes": recorded.splits[s].num_bytes, "num_examples": recorded.splits[s].num_examples}
+                    for s in card_splits
+                ],
+                "download_size": recorded.download_size,
+                "dataset_size": recorded.dataset_size,
+            }
+        manifest = json.loads((out / "sc_manifest.json").read_text())
+        tier1_bytes = sum(f["bytes"] for f in manifest["files"] if f.get("config") == "tier_1" or f["path"].startswith("data/eval/"))
+        assert infos["tier_1"]["download_size"] == tier1_bytes
+        assert {s["name"]: s["num_examples"] for s in infos["all"]["splits"]} == manifest["counts"]["by_split"]
+
+    def test_same_basename_and_restage_in_place_do_not_share_a_cache_entry(
+        self, scored_file: Path, tmp_path: Path
+    ) -> None:
+        smaller = tmp_path / "smaller.parquet"
+        pq.write_table(pq.read_table(scored_file).slice(0, 80), smaller)
+        first, second = tmp_path / "a" / "staged", tmp_path / "b" / "staged"
+        stage(scored_file, first, dev_fraction=0.1, plots=False)
+        stage(smaller, second, dev_fraction=0.1, plots=False)
+        cache = tmp_path / "hf-cache"  # ONE cache shared by every load below
+        for folder in (first, second):
+            tier0 = load(folder, cache, "tier_0")
+            assert tier0["train"]["id"].tolist() == ids_on_disk(folder, "tier_0")
+            assert tier0["test"]["id"].tolist() == ids_on_disk(folder, "eval")
+            everything = load(folder, cache)
+            assert sorted(everything["train"]["id"]) == sorted(pd.read_parquet(folder / "data", filters=[("split", "=", "train")])["id"])
+            assert everything["dev"]["id"].tolist() == ids_on_disk(folder, "dev")
+        assert len(ids_on_disk(first, "tier_0")) != len(ids_on_disk(second, "tier_0"))
+
+        stage(smaller, first, overwrite=True, tiers=2, plots=False)  # re-staged in place, fewer rows
+        tier0 = load(first, cache, "tier_0")
+        assert tier0["train"]["id"].tolist() == ids_on_disk(first, "tier_0")
+        assert load(first, cache)["train"].shape[0] == json.loads((first / "sc_manifest.json").read_text())["counts"]["by_split"]["train"]
 
     def test_every_shard_reads_with_pandas(self, staged: Path) -> None:
         manifest = json.loads((staged / "sc_manifest.json").read_text())
