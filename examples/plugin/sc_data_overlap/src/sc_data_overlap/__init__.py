@@ -43,7 +43,7 @@ class OverlapScorer(Scorer):
         jaccard: list[float | None] = []
         shared: list[int | None] = []
         errors: list[str | None] = []
-        for chosen, rejected in zip(batch["chosen"], batch["rejected"]):
+        for chosen, rejected in zip(batch["chosen"], batch["rejected"], strict=True):
             a, b = _words(chosen), _words(rejected)
             if len(a | b) < self.min_words:
                 jaccard.append(None)
