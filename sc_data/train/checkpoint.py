@@ -6,10 +6,15 @@ for LoRA the merged base plus adapter; the full-fine-tune reference copy), ``opt
 ``train_config.json``. It is written into a hidden temporary folder and renamed into place, so
 a killed run never leaves a half-written checkpoint under a final name. Samplers are stateless
 (the batch of a step is a function of seed, stage and step), so counters restore them exactly.
+
+A LoRA step checkpoint may leave out the frozen base (hundreds of MB) when it is unchanged since
+a stage-end checkpoint: ``base_ref.json`` then names that checkpoint and the keys taken from it.
+Stage-end checkpoints always hold full weights and are never pruned, so the reference stays valid.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -21,14 +26,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from sc_data.errors import InputError
 from sc_data.io import write_json
 
 CKPT_RE = re.compile(r"^ckpt-(\d{7})$")
 STAGE_END_MARK = "STAGE_END"
+BASE_REF = "base_ref.json"
 
 
 def checkpoint_dir(output: Path) -> Path:
     return output / "checkpoints"
+
+
+def checkpoint_name(global_step: int) -> str:
+    return f"ckpt-{global_step:07d}"
 
 
 def rng_states() -> dict[str, Any]:
@@ -56,13 +67,25 @@ def save_checkpoint(
     config: dict[str, Any],
     keep: int,
     stage_end: bool,
+    base_from: str | None = None,
+    base_keys: frozenset[str] = frozenset(),
 ) -> Path:
-    """Write checkpoint ``global_step`` atomically and prune old step (not stage-end) checkpoints."""
+    """Write checkpoint ``global_step`` atomically and prune old step (not stage-end) checkpoints.
+
+    Args:
+        base_from: name of a stage-end checkpoint in the same folder whose ``policy`` entries
+            ``base_keys`` equal the current ones (LoRA: the frozen base); they are referenced
+            instead of written again. Ignored for stage-end checkpoints, which stay self-contained.
+        base_keys: the policy state-dict keys ``base_from`` provides.
+    """
     root = checkpoint_dir(output)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"ckpt-{global_step:07d}"
+    final = root / checkpoint_name(global_step)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
+        if base_from is not None and base_keys and not stage_end:
+            weights = {**weights, "policy": {k: v for k, v in weights["policy"].items() if k not in base_keys}}
+            write_json({"checkpoint": base_from, "keys": sorted(base_keys)}, tmp / BASE_REF)
         torch.save(weights, tmp / "weights.pt")
         torch.save(optimizer, tmp / "optimizer.pt")
         torch.save({**trainer_state, "rng": rng_states(), "stage_end": stage_end}, tmp / "trainer_state.pt")
@@ -97,10 +120,38 @@ def latest_checkpoint(output: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def base_source(path: Path) -> str | None:
+    """The stage-end checkpoint holding the base this checkpoint's weights build on, if any.
+
+    That is the checkpoint itself at a stage end, the one ``base_ref.json`` names for a step
+    checkpoint that references it, and None for a self-contained step checkpoint.
+    """
+    if (path / STAGE_END_MARK).exists():
+        return path.name
+    if (path / BASE_REF).is_file():
+        return json.loads((path / BASE_REF).read_text("utf-8"))["checkpoint"]
+    return None
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Weights, optimizer and trainer state of one checkpoint (on CPU)."""
+    """Weights (a referenced base filled in), optimizer and trainer state of one checkpoint (on CPU).
+
+    Raises:
+        InputError: the checkpoint references a base checkpoint that is missing.
+    """
+    weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=False)
+    if (path / BASE_REF).is_file():
+        ref = json.loads((path / BASE_REF).read_text("utf-8"))
+        source = path.parent / ref["checkpoint"] / "weights.pt"
+        if not source.is_file():
+            raise InputError(
+                f"checkpoint {str(path)!r} takes its base weights from {str(source)!r}, which is missing; "
+                "restore that stage-end checkpoint or resume from an earlier one"
+            )
+        base = torch.load(source, map_location="cpu", weights_only=False)["policy"]
+        weights["policy"] = {**{k: base[k] for k in ref["keys"]}, **weights["policy"]}
     return {
-        "weights": torch.load(path / "weights.pt", map_location="cpu", weights_only=False),
+        "weights": weights,
         "optimizer": torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False),
         "trainer_state": torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False),
     }

@@ -161,29 +161,76 @@ def compute_logprobs(
     return out
 
 
-def stored_ref_logprobs(data: StagedData, *, model_sha256: str | None, tokenizer_description: dict[str, Any], dtype: str) -> tuple[np.ndarray, np.ndarray] | None:
+@dataclass
+class StoredRefLogProbs:
+    """The ``ref_margin`` scorer's stored log-probs, or why they cannot stand in for a live pass.
+
+    Attributes:
+        chosen / rejected: (N,) float64 summed log-probs aligned with ``data.train``, or None.
+        reason: why they were accepted or refused (logged, and recorded in ``run_info.json``).
+    """
+
+    chosen: np.ndarray | None
+    rejected: np.ndarray | None
+    reason: str
+
+    @property
+    def usable(self) -> bool:
+        return self.chosen is not None and self.rejected is not None
+
+
+def _refused(reason: str) -> StoredRefLogProbs:
+    return StoredRefLogProbs(None, None, reason)
+
+
+def stored_ref_logprobs(data: StagedData, *, model_sha256: str | None, template: dict[str, Any], torch_dtype: str) -> StoredRefLogProbs:
     """The ``ref_margin`` scorer's stored log-probs of the training rows, if they fit this run.
 
-    They are reused only on an exact match of the reference model's hash, the tokenizer
-    description (template and truncation) and the dtype recorded in the manifest under
-    ``scorers.ref_margin``; the caller still checks a few rows against a live computation.
+    The manifest records under ``scorers.ref_margin`` the scorer's ``config()``: ``model_ref``
+    (with the weights' ``sha256``), ``template`` (``PairTokenizer.describe()``: template, answer
+    rule, truncation, tokenizer identity) and ``torch_dtype``. The stored values are reused only
+    when all three equal this run's exactly, because any difference in weights, tokens or
+    precision changes the log-probs; the caller still checks a few rows against a live pass.
+
+    Args:
+        data: the staged dataset (manifest and training rows).
+        model_sha256: the training model's ``ModelRef.sha256`` (None: unknown, never reused).
+        template: this run's ``PairTokenizer.describe()``.
+        torch_dtype: the reference pass's dtype without the ``torch.`` prefix, e.g. ``"float32"``.
 
     Returns:
-        (chosen, rejected) float64 arrays aligned with ``data.train``, or None with no match.
+        :class:`StoredRefLogProbs`; ``usable`` is False with the reason when they do not fit.
     """
     if STORED_CHOSEN not in data.train.column_names or STORED_REJECTED not in data.train.column_names:
-        return None
+        return _refused(f"the staged training rows have no {STORED_CHOSEN} / {STORED_REJECTED} columns")
     recorded = (data.manifest.get("scorers") or {}).get("ref_margin")
     if not isinstance(recorded, dict):
-        return None
-    model = recorded.get("model") or {}
-    recorded_sha = model.get("sha256") if isinstance(model, dict) else None
+        return _refused("the manifest records no scorers.ref_margin configuration")
+    model_ref = recorded.get("model_ref")
+    recorded_sha = model_ref.get("sha256") if isinstance(model_ref, dict) else None
     if model_sha256 is None or recorded_sha != model_sha256:
-        return None
-    if recorded.get("tokenizer") != tokenizer_description or str(recorded.get("dtype")) != dtype:
-        return None
+        return _refused(f"reference model sha256 {model_sha256} differs from the scorer's {recorded_sha}")
+    if recorded.get("template") != template:
+        return _refused(f"template / tokenizer / truncation differ from the scorer's: {_template_diff(recorded.get('template'), template)}")
+    if str(recorded.get("torch_dtype")) != torch_dtype:
+        return _refused(f"reference dtype {torch_dtype} differs from the scorer's {recorded.get('torch_dtype')}")
     chosen = np.asarray(data.train.column(STORED_CHOSEN).to_pylist(), dtype=np.float64)
     rejected = np.asarray(data.train.column(STORED_REJECTED).to_pylist(), dtype=np.float64)
-    if not (np.isfinite(chosen).all() and np.isfinite(rejected).all()):
-        return None
-    return chosen, rejected
+    missing = int((~np.isfinite(chosen) | ~np.isfinite(rejected)).sum())
+    if missing:
+        return _refused(f"{missing} training row(s) have no finite stored log-probs")
+    return StoredRefLogProbs(chosen, rejected, "model sha256, template and dtype match the scorer's")
+
+
+def _template_diff(recorded: Any, current: dict[str, Any]) -> str:
+    """Where two ``describe()`` dicts differ (first three), e.g. ``truncation.max_length: scorer 64, this run 96``."""
+    if not isinstance(recorded, dict):
+        return f"recorded {recorded!r}"
+    diffs = []
+    for key in sorted(set(recorded) | set(current)):
+        a, b = recorded.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [f"{key}.{k}: scorer {a.get(k)!r}, this run {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            diffs.append(f"{key}: scorer {a!r}, this run {b!r}")
+    return "; ".join(diffs[:3])

@@ -33,9 +33,11 @@ import torch
 import torch.distributed as torch_dist
 
 from sc_data.errors import ConfigError, InputError
-from sc_data.io import write_json
+from sc_data.io import write_json, write_text
 from sc_data.train.cat_dpo import CatDPOController, unsafe_rates
 from sc_data.train.checkpoint import (
+    base_source,
+    checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -154,11 +156,21 @@ def _column(table: Any, name: str, where: str) -> list[Any]:
 
 
 def _truncate_metrics(path: Path, global_step: int) -> None:
-    """Drop metric lines past the checkpoint a run resumes from (they will be recomputed)."""
+    """Drop metric lines past the checkpoint a run resumes from (they will be recomputed).
+
+    A run killed mid-write can leave a torn last line; it is dropped with the rest.
+    """
     if not path.exists():
         return
-    kept = [line for line in path.read_text("utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= global_step]
-    path.write_text("".join(line + "\n" for line in kept), "utf-8")
+    kept = []
+    for line in path.read_text("utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record["step"] <= global_step:
+            kept.append(line)
+    write_text("".join(line + "\n" for line in kept), path)
 
 
 def train(
@@ -173,7 +185,9 @@ def train(
 
     Args:
         data: staged dataset folder, or Hub dataset ``ORG/NAME[@REV]``.
-        output: run folder: ``train_config.json``, ``metrics.jsonl``, ``checkpoints/``, ``final/``.
+        output: run folder: ``train_config.json``, ``metrics.jsonl``, ``run_info.json`` (where stage
+            0's reference log-probs came from: ``stage0_reference.source`` is ``stored``, ``live``
+            or ``per_step``, with the reason), ``checkpoints/``, ``final/``.
         config: the resolved :class:`TrainConfig`.
         resume: continue from the latest checkpoint in ``output`` (exactly: same batches, same
             optimizer and scheduler state, same reference).
@@ -263,9 +277,16 @@ def train(
         with autocast():
             return compute_logprobs(model_, pairs, rows, micro_batch=config.optim.micro_batch, pad_token_id=pad_id)
 
+    # LoRA: the frozen base changes only at stage ends, so step checkpoints reference the last
+    # stage-end checkpoint's copy instead of rewriting it (base_from names that checkpoint).
+    trainable = {name for name, p in policy.model.named_parameters() if p.requires_grad}
+    base_keys = frozenset(k for k in policy.model.state_dict() if k not in trainable) if config.lora.enabled else frozenset()
+    base_from: str | None = None
+
     counters = _Counters()
     resumed: dict[str, Any] | None = None
     if checkpoint is not None:
+        base_from = base_source(checkpoint)
         resumed = load_checkpoint(checkpoint)
         policy.load_state_dicts(resumed["weights"])
         state = resumed["trainer_state"]
@@ -294,39 +315,64 @@ def train(
             "model_ref": model_ref.as_dict(),
         }
 
-    def checkpoint_now(optimizer_state: dict[str, Any], *, stage_end: bool) -> None:
+    def checkpoint_now(optimizer_state: dict[str, Any], *, stage_end: bool) -> str:
         if dist.main:
             save_checkpoint(
                 output, counters.global_step, weights=policy.state_dicts(), optimizer=optimizer_state, trainer_state=trainer_state(),
-                config=resolved, keep=config.checkpoint.keep, stage_end=stage_end,
+                config=resolved, keep=config.checkpoint.keep, stage_end=stage_end, base_from=base_from, base_keys=base_keys,
             )
         dist.barrier()
+        return checkpoint_name(counters.global_step)
+
+    run_info_path = output / "run_info.json"
+    run_info: dict[str, Any] = json.loads(run_info_path.read_text("utf-8")) if checkpoint is not None and run_info_path.is_file() else {}
+
+    def record_stage0_reference(info: dict[str, Any]) -> None:
+        """Say in ``run_info.json`` where stage 0's reference log-probs came from, and why."""
+        run_info["stage0_reference"] = info
+        if dist.main:
+            write_json(run_info, run_info_path)
+
+    def stored_stage0_reference(stage: Stage, ref_model: Any) -> LogProbTable | None:
+        """The scorer's stored log-probs for stage 0, if they fit this run and agree with a live pass."""
+        stored = stored_ref_logprobs(
+            staged, model_sha256=model_ref.sha256, template=pair_tok.describe(), torch_dtype=str(ref_dtype).removeprefix("torch.")
+        )
+        info: dict[str, Any] = {"source": "live", "reason": stored.reason}
+        if stored.usable:
+            probe = stage.rows[:4]
+            live = _compute(ref_model, train_pairs, probe)
+            table = LogProbTable(
+                torch.as_tensor(stored.chosen, dtype=torch.float32), torch.as_tensor(stored.rejected, dtype=torch.float32),
+                torch.tensor([len(p.chosen_ids) for p in train_pairs]), torch.tensor([len(p.rejected_ids) for p in train_pairs]),
+            )
+            idx = torch.as_tensor(probe)
+            gap = max(
+                ((table.chosen[idx] - live.chosen) / live.chosen_len.clamp(min=1)).abs().max().item(),
+                ((table.rejected[idx] - live.rejected) / live.rejected_len.clamp(min=1)).abs().max().item(),
+            )
+            info.update(checked_rows=len(probe), max_gap=gap)
+            if gap <= STORED_LOGP_ATOL:
+                logger.info("stage 0 reuses the stored ref_margin log-probs (max per-token gap %.4g on %d rows)", gap, len(probe))
+                record_stage0_reference({**info, "source": "stored"})
+                return table
+            info["reason"] = f"stored log-probs differ from a live pass by {gap:.4g} nats/token on {len(probe)} rows (tolerance {STORED_LOGP_ATOL})"
+        logger.info("stage 0 computes its reference log-probs live: %s", info["reason"])
+        record_stage0_reference(info)
+        return None
 
     def stage_reference(stage: Stage) -> LogProbTable | None:
+        """A stage's reference log-probs, computed once (None: the reference moves, per step)."""
         if not precompute_ref:
+            if stage.index == 0:
+                record_stage0_reference({"source": "per_step", "reason": "ref_update='tr_dpo' moves the reference within a stage"})
             return None
-        stored = None
-        if stage.index == 0 and config.data.reuse_ref_logps:
-            stored = stored_ref_logprobs(
-                staged, model_sha256=model_ref.sha256, tokenizer_description=pair_tok.describe(), dtype=str(ref_dtype).removeprefix("torch.")
-            )
         with policy.reference_model() as ref_model:
-            if stored is not None:
-                probe = stage.rows[:4]
-                live = _compute(ref_model, train_pairs, probe)
-                table = LogProbTable(
-                    torch.as_tensor(stored[0], dtype=torch.float32), torch.as_tensor(stored[1], dtype=torch.float32),
-                    torch.tensor([len(p.chosen_ids) for p in train_pairs]), torch.tensor([len(p.rejected_ids) for p in train_pairs]),
-                )
-                idx = torch.as_tensor(probe)
-                gap = max(
-                    ((table.chosen[idx] - live.chosen) / live.chosen_len.clamp(min=1)).abs().max().item(),
-                    ((table.rejected[idx] - live.rejected) / live.rejected_len.clamp(min=1)).abs().max().item(),
-                )
-                if gap <= STORED_LOGP_ATOL:
-                    logger.info("stage 0 reuses the stored ref_margin log-probs (max per-token gap %.4g on %d rows)", gap, len(probe))
+            if stage.index == 0:
+                if not config.data.reuse_ref_logps:
+                    record_stage0_reference({"source": "live", "reason": "data.reuse_ref_logps is false"})
+                elif (table := stored_stage0_reference(stage, ref_model)) is not None:
                     return table
-                logger.warning("stored ref_margin log-probs differ from a live pass by %.4g nats/token; recomputing", gap)
             return logprobs_of(ref_model, train_pairs, stage.rows)
 
     # ---------------------------------------------------------------- loop
@@ -420,8 +466,7 @@ def train(
             policy.hard_update(generation=stage.index + 1)
             logger.info("stage %d done: reference updated to the policy", stage.index)
         counters.stage, counters.stage_step = stage.index + 1, 0
-        if config.checkpoint.stage_ends:
-            checkpoint_now({}, stage_end=True)
+        base_from = checkpoint_now({}, stage_end=True) if config.checkpoint.stage_ends else None
 
     # ---------------------------------------------------------------- cleanup
     final = output / "final"

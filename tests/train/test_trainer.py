@@ -115,9 +115,9 @@ class TestTrain:
 
 class TestConfig:
     def test_unknown_key_and_bad_choice_fail_loudly(self) -> None:
-        with pytest.raises(ConfigError, match=r"curriculum\.schedul: Extra inputs are not permitted"):
+        with pytest.raises(ConfigError, match=r"curriculum\.schedul='x': Extra inputs are not permitted"):
             TrainConfig.from_dict({"curriculum": {"schedul": "x"}})
-        with pytest.raises(ConfigError, match=r"curriculum\.schedule: Input should be 'shuffled', 'sqrt_pacing'"):
+        with pytest.raises(ConfigError, match=r"curriculum\.schedule='random': Input should be 'shuffled', 'sqrt_pacing'"):
             TrainConfig.from_dict({"curriculum": {"schedule": "random"}})
         with pytest.raises(ConfigError, match="label_smoothing=0.1 only applies to loss type 'cdpo' or 'robust'"):
             TrainConfig.from_dict({"loss": {"label_smoothing": 0.1}})

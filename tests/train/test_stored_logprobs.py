@@ -1,0 +1,91 @@
+"""Stage 0 reuses the ref_margin scorer's stored log-probs: score → stage → train on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sc_data.train.data import load_staged, stored_ref_logprobs
+from sc_data.train.trainer import train
+from tests.train.conftest import tiny_config
+
+MAX_LENGTH, MAX_PROMPT = 64, 32
+
+
+@pytest.fixture(scope="module")
+def scored_staged(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 pairs scored by the real ref_margin scorer on the tiny model, then staged in 3 tiers."""
+    import pyarrow as pa
+
+    from sc_data.io import write_parquet
+    from sc_data.schema import pair_schema
+    from sc_data.score import score
+    from sc_data.stage import stage
+    from tests.train.conftest import staged_table
+
+    root = tmp_path_factory.mktemp("stored")
+    schema = pair_schema()
+    rows = staged_table(24).to_pylist()
+    write_parquet(pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema), root / "pairs.parquet")
+    options = {"model": str(tiny_lm_dir), "device": "cpu", "dtype": "float32", "max_length": MAX_LENGTH, "max_prompt_length": MAX_PROMPT}
+    score(root / "pairs.parquet", root / "scored.parquet", scorers=["ref_margin"], options={"ref_margin": options})
+    stage(root / "scored.parquet", root / "staged", tiers=3, eval_fraction=0.2, plots=False)
+    return root / "staged"
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _run_info(run: Path) -> dict:
+    return json.loads((run / "run_info.json").read_text())["stage0_reference"]
+
+
+def test_reused_when_model_template_and_dtype_match(scored_staged: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_lm_dir, data={"max_length": MAX_LENGTH, "max_prompt_length": MAX_PROMPT})
+    train(scored_staged, tmp_path / "stored", cfg)
+    info = _run_info(tmp_path / "stored")
+    assert info["source"] == "stored", info
+    assert info["checked_rows"] == 4 and info["max_gap"] < 1e-4
+
+    off = cfg.model_copy(update={"data": cfg.data.model_copy(update={"reuse_ref_logps": False})})
+    train(scored_staged, tmp_path / "live", off)
+    assert _run_info(tmp_path / "live") == {"source": "live", "reason": "data.reuse_ref_logps is false"}
+
+    stored, live = _metrics(tmp_path / "stored"), _metrics(tmp_path / "live")
+    assert len(stored) == len(live) == 6
+    for a, b in zip(live, stored, strict=True):
+        if a["stage"] != 0:
+            continue
+        assert b["tokens"] == a["tokens"] and b["pool_size"] == a["pool_size"]
+        for key in ("loss", "chosen_reward", "rejected_reward", "margin", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
+
+
+def test_not_reused_with_other_truncation(scored_staged: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_lm_dir, data={"max_length": 96, "max_prompt_length": MAX_PROMPT}, curriculum={"max_steps_per_stage": 1})
+    train(scored_staged, tmp_path / "run", cfg)
+    info = _run_info(tmp_path / "run")
+    assert info["source"] == "live"
+    assert info["reason"].startswith("template / tokenizer / truncation differ from the scorer's: truncation.max_length: scorer 64, this run 96")
+
+
+def test_model_and_dtype_mismatch_refused(scored_staged: Path, tiny_lm_dir: Path) -> None:
+    from sc_data.logprob import PairTokenizer, TruncationConfig
+    from sc_data.models import load_causal_lm
+
+    _, tokenizer, ref = load_causal_lm(str(tiny_lm_dir), device="cpu", dtype="float32")
+    template = PairTokenizer(tokenizer, truncation=TruncationConfig(max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT)).describe()
+    data = load_staged(scored_staged)
+
+    ok = stored_ref_logprobs(data, model_sha256=ref.sha256, template=template, torch_dtype="float32")
+    assert ok.usable and len(ok.chosen) == len(data.train)
+    assert ok.chosen.tolist() == data.train.column("ref_margin__chosen_logp").to_pylist()
+
+    other = stored_ref_logprobs(data, model_sha256="0" * 64, template=template, torch_dtype="float32")
+    assert not other.usable and other.reason == f"reference model sha256 {'0' * 64} differs from the scorer's {ref.sha256}"
+    bf16 = stored_ref_logprobs(data, model_sha256=ref.sha256, template=template, torch_dtype="bfloat16")
+    assert not bf16.usable and bf16.reason == "reference dtype bfloat16 differs from the scorer's float32"
+    assert not stored_ref_logprobs(data, model_sha256=None, template=template, torch_dtype="float32").usable
