@@ -23,7 +23,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sc_data.errors import HubError, InputError
-from sc_data.io import sha256_file
+from sc_data.io import sha256_file, temp_dir_beside
 
 #: Files the Hub itself manages in every repo; publish leaves them alone, pull skips them.
 HUB_MANAGED = (".gitattributes",)
@@ -224,7 +223,7 @@ def pull(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HubError(f"Output {str(out)!r} already exists and is not an empty folder: pass a new folder to --output.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".pull", dir=out.parent))
+    tmp = temp_dir_beside(out, suffix=".pull")
     try:
         with _hub_errors(ref.repo_id, ref.revision, endpoint or _default_endpoint()):
             _retry(

@@ -21,6 +21,32 @@ import pyarrow.parquet as pq
 PARQUET_COMPRESSION = "zstd"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Final files get the mode a plain ``open(path, "w")`` would give (mkstemp's are 0600, which
+#: would hide a staged dataset from colleagues on a shared machine). Read once, at import.
+_UMASK = _umask()
+_FILE_MODE = 0o666 & ~_UMASK
+_DIR_MODE = 0o777 & ~_UMASK
+
+
+def temp_dir_beside(final: str | os.PathLike[str], suffix: str = ".tmp") -> Path:
+    """A new hidden folder next to ``final``, to fill and then rename onto it.
+
+    Same file system as the target, so the rename is atomic; mode as ``mkdir`` would give
+    (mkdtemp's 0700 would survive the rename and hide the folder from other users).
+    """
+    target = Path(final)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent))
+    os.chmod(tmp, _DIR_MODE)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
@@ -31,6 +57,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():

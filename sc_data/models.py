@@ -28,13 +28,12 @@ import importlib.util
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from sc_data.errors import ConfigError, ModelNotFoundError
-from sc_data.io import sha256_file
+from sc_data.io import sha256_file, temp_dir_beside
 
 if TYPE_CHECKING:
     import torch
@@ -332,7 +331,7 @@ def _materialise_gguf(ref: ModelRef, trust_remote_code: bool) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = temp_dir_beside(target)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -19,7 +19,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from sc_data.errors import InputError
-from sc_data.io import write_json
+from sc_data.io import temp_dir_beside, write_json
 
 CKPT_RE = re.compile(r"^ckpt-(\d{7})$")
 STAGE_END_MARK = "STAGE_END"
@@ -43,7 +42,10 @@ def checkpoint_name(global_step: int) -> str:
 
 
 def rng_states() -> dict[str, Any]:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain values, so checkpoints load with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
+    states = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -51,7 +53,8 @@ def rng_states() -> dict[str, Any]:
 
 def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -81,7 +84,7 @@ def save_checkpoint(
     root = checkpoint_dir(output)
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(global_step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    tmp = temp_dir_beside(final)
     try:
         if base_from is not None and base_keys and not stage_end:
             weights = {**weights, "policy": {k: v for k, v in weights["policy"].items() if k not in base_keys}}
@@ -139,7 +142,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     Raises:
         InputError: the checkpoint references a base checkpoint that is missing.
     """
-    weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=False)
+    weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
     if (path / BASE_REF).is_file():
         ref = json.loads((path / BASE_REF).read_text("utf-8"))
         source = path.parent / ref["checkpoint"] / "weights.pt"
@@ -148,10 +151,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
                 f"checkpoint {str(path)!r} takes its base weights from {str(source)!r}, which is missing; "
                 "restore that stage-end checkpoint or resume from an earlier one"
             )
-        base = torch.load(source, map_location="cpu", weights_only=False)["policy"]
+        base = torch.load(source, map_location="cpu", weights_only=True)["policy"]
         weights["policy"] = {**{k: base[k] for k in ref["keys"]}, **weights["policy"]}
     return {
         "weights": weights,
-        "optimizer": torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False),
-        "trainer_state": torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False),
+        "optimizer": torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True),
+        "trainer_state": torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True),
     }

@@ -21,7 +21,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,7 @@ import torch
 import torch.distributed as torch_dist
 
 from sc_data.errors import ConfigError, InputError
-from sc_data.io import write_json, write_text
+from sc_data.io import temp_dir_beside, write_json, write_text
 from sc_data.train.cat_dpo import CatDPOController, unsafe_rates
 from sc_data.train.checkpoint import (
     base_source,
@@ -291,7 +290,7 @@ def train(
         policy.load_state_dicts(resumed["weights"])
         state = resumed["trainer_state"]
         counters = _Counters(**state["counters"])
-        dev_pi0 = state["dev_pi0"]
+        dev_pi0 = LogProbTable(**state["dev_pi0"]) if state["dev_pi0"] is not None else None
         if controller is not None:
             controller.load_state_dict(state["cat_dpo"])
         set_rng_states(state["rng"])
@@ -310,7 +309,7 @@ def train(
     def trainer_state() -> dict[str, Any]:
         return {
             "counters": asdict(counters),
-            "dev_pi0": dev_pi0,
+            "dev_pi0": asdict(dev_pi0) if dev_pi0 is not None else None,
             "cat_dpo": controller.state_dict() if controller is not None else None,
             "model_ref": model_ref.as_dict(),
         }
@@ -472,7 +471,7 @@ def train(
     final = output / "final"
     if dist.main:
         merged = policy.merged()
-        tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=output))
+        tmp = temp_dir_beside(output / "final")
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_json(resolved, tmp / "train_config.json")

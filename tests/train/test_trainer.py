@@ -133,6 +133,26 @@ class TestConfig:
 
 
 class TestCatDPOTraining:
+    def test_resume_restores_margins_and_pi0(self, staged_dir: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
+        """Cat-DPO state (γ, EMA, π₀ dev log-probs) survives a checkpoint loaded with weights_only=True."""
+        cfg = tiny_config(tiny_lm_dir, optim={"lr": 5e-3}, checkpoint={"every": 1},
+                          curriculum={"max_steps_per_stage": 2, "epochs_per_stage": 3},
+                          cat_dpo={"enabled": True, "every": 1, "min_count": 1, "target": 0.0, "eta": 0.5, "ema": 0.5})
+        train(staged_dir, tmp_path / "full", cfg)
+
+        def crash(record: dict, total: int) -> None:
+            if record["step"] == 3:
+                raise KeyboardInterrupt("injected")
+
+        with pytest.raises(KeyboardInterrupt, match="injected"):
+            train(staged_dir, tmp_path / "cut", cfg, progress=crash)
+        train(staged_dir, tmp_path / "cut", cfg, resume=True)
+        full, cut = _metrics(tmp_path / "full"), _metrics(tmp_path / "cut")
+        assert len(full) == len(cut) == 6
+        for a, b in zip(full, cut, strict=True):
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6), a["step"]
+            assert b["gamma"] == pytest.approx(a["gamma"], rel=1e-5, abs=1e-7), a["step"]
+
     def test_gamma_follows_dev_unsafe_rate(self, staged_dir: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
         cfg = tiny_config(tiny_lm_dir, curriculum={"schedule": "shuffled", "max_steps_per_stage": 2},
                           cat_dpo={"enabled": True, "every": 1, "min_count": 1, "target": 0.0, "eta": 0.5, "ema": 0.0})
