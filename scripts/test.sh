@@ -9,4 +9,4 @@ ruff check .
 python -c "import importlib, pkgutil, sc_data, sc_data_cli.main
 for m in pkgutil.walk_packages(sc_data.__path__, 'sc_data.'): importlib.import_module(m.name)
 print('imported every sc_data module')"
-python -m pytest -q --timeout=1800 "$@"
+python -m pytest -q --timeout=1800 --durations=15 "$@"
