@@ -115,11 +115,13 @@ def _judge_harmful(prompts: Sequence[str], answers: Sequence[str], judge_options
     scorer = get_scorer_class("judge")(**judge_options)
     scorer.load()
     try:
-        batch = pa.Table.from_pylist([
-            {"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": ""}],
-             "rejected": [{"role": "assistant", "content": a}]}
-            for p, a in zip(prompts, answers, strict=True)
-        ])
+        batch = {  # the scorers' batch contract: column -> list of canonical values
+            "id": [str(i) for i in range(len(prompts))],
+            "prompt": [[{"role": "user", "content": p}] for p in prompts],
+            "chosen": [[{"role": "assistant", "content": ""}] for _ in prompts],
+            "rejected": [[{"role": "assistant", "content": a}] for a in answers],
+            "category": [None] * len(prompts),
+        }
         severity = scorer.score(batch)["judge__severity"]
     finally:
         scorer.unload()
