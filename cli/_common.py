@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sc_data.errors import ScDataError
 
@@ -46,7 +47,7 @@ def handle_errors(fn: F) -> F:
         except ScDataError as e:
             if os.environ.get(DEBUG_ENV):
                 raise
-            stderr.print(f"[bold red]Error:[/bold red] {e}", highlight=False, markup=True)
+            stderr.print(f"[bold red]Error:[/bold red] {escape(str(e))}", highlight=False, markup=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -94,12 +94,17 @@ def _read_prompts(path: Path) -> list[str]:
 @torch.no_grad()
 def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy answers to single-turn user prompts (chat template, left padding)."""
+    from sc_data.logprob import PairTokenizer
+
+    template = PairTokenizer(tokenizer).template  # the log-prob core's, with its fallback
     tokenizer.padding_side = "left"
     out: list[str] = []
     device = next(model.parameters()).device
     for start in range(0, len(prompts), batch_size):
         texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], chat_template=template, tokenize=False, add_generation_prompt=True
+            )
             for p in prompts[start : start + batch_size]
         ]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
@@ -108,8 +113,13 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_
     return out
 
 
-def _judge_harmful(prompts: Sequence[str], answers: Sequence[str], judge_options: dict[str, Any]) -> list[bool]:
-    """The judge scorer's severity of each answer (as the 'rejected' turn) > 0 means harmful."""
+def _judge_harmful(prompts: Sequence[str], answers: Sequence[str], judge_options: dict[str, Any]) -> list[bool | None]:
+    """Whether the judge rates each answer (as the 'rejected' turn) harmful: its most likely
+    severity is above 0. None where the judge failed on that answer.
+
+    The expected severity is not used: any probability on levels 1-3 makes it positive, so
+    nearly every answer would count as harmful.
+    """
     from sc_data.scorers.base import get_scorer_class
 
     scorer = get_scorer_class("judge")(**judge_options)
@@ -122,10 +132,10 @@ def _judge_harmful(prompts: Sequence[str], answers: Sequence[str], judge_options
             "rejected": [[{"role": "assistant", "content": a}] for a in answers],
             "category": [None] * len(prompts),
         }
-        severity = scorer.score(batch)["judge__severity"]
+        label = scorer.score(batch)["judge__severity_label"]
     finally:
         scorer.unload()
-    return [s is not None and float(s) > 0 for s in severity]
+    return [None if s is None else int(s) > 0 for s in label]
 
 
 def evaluate(
@@ -178,7 +188,7 @@ def evaluate(
     if table is None or len(table) == 0:
         raise InputError(f"the staged dataset has no rows in split {split!r}; choose another split with --split")
 
-    policy, tokenizer, _ = load_causal_lm(str(run / "final"), device=device, dtype="float32")
+    policy, tokenizer, _ = load_causal_lm(str(run / "final"), device=device, dtype="float32", trust_remote_code=config.model.trust_remote_code)
     pi0, _, pi0_ref = load_causal_lm(config.model.name, device=device, dtype="float32", trust_remote_code=config.model.trust_remote_code)
     pair_tok = PairTokenizer(tokenizer, truncation=TruncationConfig(max_length=config.data.max_length, max_prompt_length=config.data.max_prompt_length))
     pairs = tokenize_table(pair_tok, table)
@@ -213,8 +223,9 @@ def evaluate(
         else:
             gen["over_refusal_rate"] = gen["refusal_rate"]
         if judge is not None:
-            harmful = _judge_harmful(texts, answers, judge)
-            gen["harmful_rate_judge"] = float(np.mean(harmful))
+            verdicts = [v for v in _judge_harmful(texts, answers, judge) if v is not None]
+            gen["judge_errors"] = len(texts) - len(verdicts)
+            gen["harmful_rate_judge"] = float(np.mean(verdicts)) if verdicts else None
         gen["samples"] = [{"prompt": p, "answer": a, "refused": r} for p, a, r in list(zip(texts, answers, refused, strict=True))[:20]]
         results["generation"] = gen
 

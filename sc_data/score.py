@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import sc_data
-from sc_data.errors import ConfigError, InputError
+from sc_data.errors import ConfigError, InputError, ScDataError
 from sc_data.io import sha256_file, write_json, write_parquet
 from sc_data.schema import SCHEMA_VERSION, pair_schema, validate_table
 from sc_data.scorers.base import Batch, Scorer, available_scorers, get_scorer_class
@@ -208,6 +208,8 @@ def _score_isolated(scorer: Scorer, batch: Batch, n: int) -> dict[str, pa.Array]
     """Score a batch; on failure retry row by row so only the failing rows get the error."""
     try:
         return _to_arrays(scorer, scorer.score(batch), n)
+    except ScDataError:
+        raise  # a configuration or input problem: every row would fail the same way
     except Exception as e:  # noqa: BLE001 - isolate, never abort the run
         if n == 1:
             return _failed(scorer, 1, _error_message(e))

@@ -17,10 +17,12 @@ all schedules take the same number of optimizer steps on the same data; ``max_st
 caps it for short runs (the competence horizon T is not changed by the cap).
 
 Competence (Platanios et al. 2019): ``c(t) = sqrt((1 − c0²)·t/T + c0²)`` or linear
-``min(1, t·(1 − c0)/T + c0)``, with t = optimizer steps within the stage and
-``T = horizon × epochs_per_stage × ceil(|stage| / effective_batch)``. Item i of a stage has
-``d_i = rank_i / N`` (0-based rank by difficulty, ties by id), and step t samples its effective
-batch uniformly *with replacement* from ``{i : d_i ≤ c(t)}``.
+``min(1, t·(1 − c0)/T + c0)``, with t = optimizer steps within the stage counting the one being
+taken (the stage's step index + 1) and ``T = horizon × epochs_per_stage × ceil(|stage| /
+effective_batch)``. Counting the current step makes the last step of a horizon-1.0 stage reach
+c = 1, so the hardest pairs of a tier are eligible late but never left out. Item i of a stage
+has ``d_i = rank_i / N`` (0-based rank by difficulty, ties by id), and each step samples its
+effective batch uniformly *with replacement* from ``{i : d_i ≤ c(t)}``.
 
 Samplers are stateless: the batch of step t is a pure function of (seed, stage, t), so
 resuming from a checkpoint replays exactly the same batches, and every DDP rank draws the same
@@ -170,10 +172,10 @@ class StageSampler:
         self._by_difficulty = np.argsort(stage.d, kind="stable")  # positions, easiest first
 
     def competence(self, step: int) -> float:
-        """c(t) at optimizer step ``step`` of the stage (1.0 for non-competence orders)."""
+        """c(t) for the stage's 0-based step index ``step``, t = step + 1 (1.0 for non-competence orders)."""
         if self.stage.order != "competence":
             return 1.0
-        return competence(step, self.stage.horizon_steps, kind=self.competence_kind, c0=self.c0)
+        return competence(step + 1, self.stage.horizon_steps, kind=self.competence_kind, c0=self.c0)
 
     def pool_size(self, step: int) -> int:
         """How many rows are eligible at ``step``: ``|{i : d_i ≤ c(t)}|`` (≥ 1)."""

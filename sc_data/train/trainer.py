@@ -95,6 +95,7 @@ class _Dist:
     def __init__(self, device: torch.device) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        self.device = device
         if self.world > 1 and not torch_dist.is_initialized():
             torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
@@ -103,10 +104,11 @@ class _Dist:
         return self.rank == 0
 
     def sum_(self, tensors: list[torch.Tensor]) -> None:
-        """In-place sum across ranks (flattened into one buffer)."""
+        """In-place sum across ranks of same-dtype tensors, flattened into one buffer on the
+        communication device (nccl needs CUDA tensors, wherever the inputs live)."""
         if self.world == 1 or not tensors:
             return
-        flat = torch.cat([t.reshape(-1) for t in tensors])
+        flat = torch.cat([t.reshape(-1).to(self.device) for t in tensors])
         torch_dist.all_reduce(flat)
         offset = 0
         for t in tensors:
@@ -415,7 +417,11 @@ def train(
                     loss.sum().item(), chosen_r.sum().item(), rejected_r.sum().item(),
                     (chosen_r > rejected_r).sum().item(), len(group), sum(pair_length(p) for p in batch),
                 ], dtype=torch.float64)
-            dist.sum_([p.grad if p.grad is not None else torch.zeros_like(p) for p in params] + [sums])
+            for p in params:  # a rank whose micro-batches never touched p still joins the sum
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            dist.sum_([p.grad for p in params])
+            dist.sum_([sums])
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.optim.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()

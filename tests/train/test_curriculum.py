@@ -70,14 +70,23 @@ class TestSampler:
         sizes = []
         for t in range(stage.steps):
             c = sampler.competence(t)
-            assert c == pytest.approx(competence(t, 65))
+            assert c == pytest.approx(competence(t + 1, 65))
             pos = sampler.positions(t)
             assert np.all(stage.d[pos] <= c + 1e-12)
             expected = min(100, math.floor(c * 100 + 1e-9) + 1)
             assert sampler.pool_size(t) == expected
             sizes.append(sampler.pool_size(t))
-        # c0 = 0.01 admits d = 0 and d = 0.01
-        assert sizes[0] == 2 and sizes[-1] == 100 and sizes == sorted(sizes)
+        # step 0 is the first optimizer step: c(1/65) = 0.1244 admits d = 0.00 .. 0.12
+        assert sizes[0] == 13 and sizes[-1] == 100 and sizes == sorted(sizes)
+
+    def test_last_step_of_a_stage_reaches_full_competence(self) -> None:
+        """With horizon 1.0 every pair of a tier is eligible by the stage's last step."""
+        stage = build_stages("staged_competence", tiers=[0] * 1000, difficulty=list(np.random.default_rng(1).random(1000)),
+                             ids=[str(i) for i in range(1000)], effective_batch=32, epochs_per_stage=5)[0]
+        sampler = StageSampler(stage, effective_batch=32, seed=0)
+        assert stage.steps == stage.horizon_steps == 5 * 32
+        assert sampler.competence(stage.steps - 1) == pytest.approx(1.0)
+        assert sampler.pool_size(stage.steps - 1) == 1000
 
     def test_deterministic_and_seed_dependent(self) -> None:
         stage = _stages("staged_competence")[0]

@@ -91,6 +91,6 @@ class TestGeneration:
             "category": [None] * 3,
             "id": ["a", "b", "c"],
         })
-        expected = np.mean([s is not None and s > 0 for s in out["judge__severity"]])
-        assert out["judge__error"] == [None, None, None]
+        assert out["judge__error"] == [None, None, None] and gen["judge_errors"] == 0
+        expected = np.mean([label > 0 for label in out["judge__severity_label"]])
         assert gen["harmful_rate_judge"] == pytest.approx(expected)

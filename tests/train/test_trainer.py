@@ -12,6 +12,7 @@ import torch
 from sc_data.errors import ConfigError
 from sc_data.train.checkpoint import latest_checkpoint, load_checkpoint
 from sc_data.train.config import LoraConfig, TrainConfig
+from sc_data.train.curriculum import competence
 from sc_data.train.policy import PolicyPair
 from sc_data.train.trainer import train
 from tests.train.conftest import tiny_config
@@ -69,11 +70,13 @@ class TestTrain:
         rows = _metrics(tmp_path / "run")
         assert [r["stage"] for r in rows] == [0] * 4 + [1] * 4 + [2] * 4
         assert result.global_step == 12 and result.stages == 3
+        tier_sizes = json.loads((staged_dir / "sc_manifest.json").read_text())["counts"]["by_tier"]
         for stage in range(3):
             first = next(r for r in rows if r["stage"] == stage)
             # the reference was just set to the policy: every h is 0, the loss is exactly log 2
             assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)
-            assert first["competence"] == pytest.approx(0.01)
+            horizon = 4 * math.ceil(tier_sizes[f"tier_{stage}"] / 4)  # epochs × ceil(|tier| / effective batch)
+            assert first["competence"] == pytest.approx(competence(1, horizon))
         assert sum(r["loss"] for r in rows[-3:]) / 3 < math.log(2) - 0.02
         comp = [r["competence"] for r in rows if r["stage"] == 2]
         assert comp == sorted(comp) and [r["pool_size"] for r in rows if r["stage"] == 2] == sorted(r["pool_size"] for r in rows if r["stage"] == 2)
