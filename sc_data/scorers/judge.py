@@ -281,25 +281,17 @@ class JudgeScorer(Scorer):
 
     @staticmethod
     def _make_backend(opts: JudgeOptions) -> LocalBackend | ClassifierBackend | OpenAIBackend:
+        settings = {
+            "max_length": opts.max_length,
+            "batch_size": opts.batch_size,
+            "device": opts.device,
+            "dtype": opts.dtype,
+            "trust_remote_code": opts.trust_remote_code,
+        }
         if opts.backend == "local":
-            return LocalBackend(
-                model=opts.model or DEFAULT_LOCAL_MODEL,
-                max_length=opts.max_length,
-                batch_size=opts.batch_size,
-                device=opts.device,
-                dtype=opts.dtype,
-                trust_remote_code=opts.trust_remote_code,
-            )
+            return LocalBackend(model=opts.model or DEFAULT_LOCAL_MODEL, **settings)
         if opts.backend == "classifier":
-            return ClassifierBackend(
-                model=opts.model,
-                label_map=opts.label_map,
-                max_length=opts.max_length,
-                batch_size=opts.batch_size,
-                device=opts.device,
-                dtype=opts.dtype,
-                trust_remote_code=opts.trust_remote_code,
-            )
+            return ClassifierBackend(model=opts.model, label_map=opts.label_map, **settings)
         return OpenAIBackend(
             base_url=opts.base_url,
             model=opts.model,

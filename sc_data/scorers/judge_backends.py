@@ -100,17 +100,8 @@ def _failed(error: str) -> Choice:
     return Choice(probs=None, error=error)
 
 
-class LocalBackend:
-    """An instruct LM judged by its next-token probabilities over the label tokens.
-
-    Each label's token is the first token of the label encoded alone; the labels must map to
-    distinct tokens. The rubric's head runs once per question (KV cache); items are batched with
-    their tails right-padded, so a padded row gives the same distribution as alone. When rubric + texts exceed ``max_length``
-    tokens, the prompt keeps its end (at most a quarter of the room when the answer needs the
-    rest) and the answer its start; the item is flagged ``truncated``.
-    """
-
-    method = "next_token_probs"
+class _ModelBackend:
+    """What the two model-based backends share: which model, where and how it runs, batch size."""
 
     def __init__(
         self,
@@ -129,15 +120,26 @@ class LocalBackend:
         self.dtype = dtype
         self.trust_remote_code = trust_remote_code
 
+    def _load_options(self) -> dict[str, Any]:
+        return {"device": self.device, "dtype": self.dtype, "trust_remote_code": self.trust_remote_code}
+
+
+class LocalBackend(_ModelBackend):
+    """An instruct LM judged by its next-token probabilities over the label tokens.
+
+    Each label's token is the first token of the label encoded alone; the labels must map to
+    distinct tokens. The rubric's head runs once per question (KV cache); items are batched with
+    their tails right-padded, so a padded row gives the same distribution as alone. When rubric + texts exceed ``max_length``
+    tokens, the prompt keeps its end (at most a quarter of the room when the answer needs the
+    rest) and the answer its start; the item is flagged ``truncated``.
+    """
+
+    method = "next_token_probs"
+
     def load(self) -> dict[str, Any]:
         from sc_data.models import load_causal_lm
 
-        model, tokenizer, ref = load_causal_lm(
-            self.model_name,
-            device=self.device,
-            dtype=self.dtype,
-            trust_remote_code=self.trust_remote_code,
-        )
+        model, tokenizer, ref = load_causal_lm(self.model_name, **self._load_options())
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
                 f"judge model {self.model_name!r} has no chat template; the local judge needs an instruct "
@@ -303,7 +305,7 @@ class LocalBackend:
         return torch.softmax(rows[:, label_ids].double(), dim=-1).cpu().numpy()
 
 
-class ClassifierBackend:
+class ClassifierBackend(_ModelBackend):
     """A sequence classifier whose labels map to severities; p(s) = Σ softmax over labels mapped to s.
 
     The default map: 4 labels -> label i is severity i; 2 labels -> label 0 is safe (0), label 1
@@ -312,34 +314,14 @@ class ClassifierBackend:
 
     method = "classifier_softmax"
 
-    def __init__(
-        self,
-        *,
-        model: str,
-        label_map: dict[str, int] | None,
-        max_length: int,
-        batch_size: int,
-        device: str,
-        dtype: str,
-        trust_remote_code: bool,
-    ):
-        self.model_name = model
+    def __init__(self, *, label_map: dict[str, int] | None, **settings: Any):
+        super().__init__(**settings)
         self.label_map = label_map
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.device = device
-        self.dtype = dtype
-        self.trust_remote_code = trust_remote_code
 
     def load(self) -> dict[str, Any]:
         from sc_data.models import load_sequence_classifier
 
-        model, tokenizer, ref = load_sequence_classifier(
-            self.model_name,
-            device=self.device,
-            dtype=self.dtype,
-            trust_remote_code=self.trust_remote_code,
-        )
+        model, tokenizer, ref = load_sequence_classifier(self.model_name, **self._load_options())
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self._severity = np.array(self._resolve_map(names), dtype=np.int64)  # (labels,)
         tokenizer.truncation_side = "left"
