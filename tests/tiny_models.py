@@ -56,32 +56,48 @@ def build_tokenizer(path: Path, vocab_size: int = 384):
     return fast
 
 
-def build_causal_lm(path: Path, *, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
-    """A tiny random LlamaForCausalLM with the tokenizer above, saved as safetensors in ``path``."""
+def _small_config(tok, *, hidden: int, layers: int) -> dict:
+    """Config fields every tiny model shares: a few layers, GQA, the test tokenizer's ids."""
+    return {
+        "vocab_size": len(tok),
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": None,
+    }
+
+
+def build_causal_lm(
+    path: Path, *, arch: str = "llama", seed: int = 0, hidden: int = 32, layers: int = 2
+) -> Path:
+    """A tiny random causal LM with the tokenizer above, saved as safetensors in ``path``.
+
+    ``arch="llama"`` (untied head, no attention biases) or ``"qwen2"`` (tied embeddings and
+    attention biases, which the log-prob core must handle too).
+    """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     tok = build_tokenizer(path)
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config)
-    # Larger weights than the default init make log-probs differ visibly between texts.
+    fields = _small_config(tok, hidden=hidden, layers=layers)
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**fields, tie_word_embeddings=False))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(**fields, tie_word_embeddings=True))
+    # Larger weights than the default init make log-probs differ visibly between texts; the
+    # Qwen2 biases (zero at init) are moved off zero so they take part.
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
                 p.mul_(4.0)
+            elif arch == "qwen2":
+                p.add_(0.1)
     model.save_pretrained(path, safe_serialization=True)
     return path
 
@@ -93,18 +109,7 @@ def build_sequence_classifier(path: Path, *, num_labels: int = 1, seed: int = 0,
 
     tok = build_tokenizer(path)
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_labels=num_labels,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=None,
-    )
+    config = LlamaConfig(**_small_config(tok, hidden=hidden, layers=2), num_labels=num_labels)
     if num_labels > 1:
         config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
         config.label2id = {v: k for k, v in config.id2label.items()}

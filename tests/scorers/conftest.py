@@ -67,33 +67,9 @@ def pairs_file(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen2ForCausalLM (attention biases, unlike Llama) with the ChatML test tokenizer."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from tests.tiny_models import build_causal_lm
 
-    from tests.tiny_models import build_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny_qwen2")
-    tok = build_tokenizer(path)
-    torch.manual_seed(3)
-    config = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=True,
-    )
-    model = Qwen2ForCausalLM(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(4.0) if p.dim() > 1 else p.add_(0.1)
-    model.save_pretrained(path, safe_serialization=True)
-    return path
+    return build_causal_lm(tmp_path_factory.mktemp("tiny_qwen2"), arch="qwen2", seed=3)
 
 
 _HARMFUL = [
