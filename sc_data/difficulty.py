@@ -33,10 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sc_data.errors import ConfigError
 from sc_data.schema import SCORE_COLUMN_RE
+from sc_data.scorers.base import Direction
 
 log = logging.getLogger(__name__)
 
-Direction = Literal["larger_is_easier", "larger_is_harder"]
 MissingPolicy = Literal["drop", "hardest", "easiest"]
 
 #: The built-in scorers' difficulty columns, used when their modules can't be imported

@@ -237,19 +237,17 @@ def evaluate(
 
 def _plot(run: Path, results: dict[str, Any]) -> list[Path]:
     """Margins by step with stage boundaries (from metrics.jsonl) and accuracy by category."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sc_data.io import atomic_path
+    from sc_data.report import save_png
 
     written = []
     metrics_path = run / "metrics.jsonl"
     if metrics_path.is_file():
         records = [json.loads(line) for line in metrics_path.read_text("utf-8").splitlines() if line.strip()]
         if records:
-            fig, ax = plt.subplots(figsize=(7, 3.5))
+            fig = Figure(figsize=(7, 3.5))
+            ax = fig.subplots()
             steps = [r["step"] for r in records]
             ax.plot(steps, [r["margin"] for r in records], label="reward margin (vs current reference)")
             ax.plot(steps, [r["chosen_reward"] for r in records], label="chosen reward", alpha=0.6)
@@ -260,14 +258,11 @@ def _plot(run: Path, results: dict[str, Any]) -> list[Path]:
             ax.set_xlabel("optimizer step")
             ax.set_ylabel("β · log-ratio")
             ax.legend(fontsize=7)
-            fig.tight_layout()
-            with atomic_path(run / "margins_by_step.png") as tmp:
-                fig.savefig(tmp, format="png", dpi=100)
-            plt.close(fig)
-            written.append(run / "margins_by_step.png")
+            written.append(save_png(fig, run / "margins_by_step.png"))
     cats = results["by_category"]
     if cats:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
+        fig = Figure(figsize=(7, 3.5))
+        ax = fig.subplots()
         names = list(cats)
         x = np.arange(len(names))
         ax.bar(x - 0.2, [cats[c]["before"]["reference_free_accuracy"] for c in names], 0.4, label="π₀ (ref-free)")
@@ -275,9 +270,5 @@ def _plot(run: Path, results: dict[str, Any]) -> list[Path]:
         ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
         ax.set_ylabel("pairwise accuracy")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        with atomic_path(run / "accuracy_by_category.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
-        written.append(run / "accuracy_by_category.png")
+        written.append(save_png(fig, run / "accuracy_by_category.png"))
     return written

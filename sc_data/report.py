@@ -26,7 +26,8 @@ from sc_data.io import atomic_path
 PLOT_NAMES = ("difficulty_histogram", "category_tier_heatmap", "score_correlation", "score_by_tier")
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_png(fig: Figure, path: Path) -> Path:
+    """Render ``fig`` to ``path`` atomically as PNG (no pyplot state; reproducible bytes)."""
     FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
@@ -64,7 +65,7 @@ def _histogram(table: pa.Table, path: Path) -> Path:
         ax.hist(difficulty[held], bins=bins, histtype="step", color="black", label="test/dev")
     ax.set(xlabel="difficulty (0 = easiest)", ylabel="pairs", title="Difficulty by tier")
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _heatmap(table: pa.Table, path: Path) -> Path:
@@ -81,7 +82,7 @@ def _heatmap(table: pa.Table, path: Path) -> Path:
         ax.text(j, i, str(v), ha="center", va="center", color="white", fontsize=7)
     ax.set_title("Training pairs: category × tier")
     fig.colorbar(im, ax=ax)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def spearman_matrix(table: pa.Table, columns: list[str]) -> np.ndarray:
@@ -107,7 +108,7 @@ def _correlation(table: pa.Table, path: Path) -> Path:
         ax.text(j, i, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8)
     ax.set_title("Spearman correlation of score columns")
     fig.colorbar(im, ax=ax)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _by_tier(table: pa.Table, path: Path) -> Path:
@@ -123,7 +124,7 @@ def _by_tier(table: pa.Table, path: Path) -> Path:
             ax.set_xticks(range(1, k + 1), [f"tier {t}" for t in range(k)])
         ax.set_title(col, fontsize=9)
     fig.suptitle("Score distributions by tier")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_table(table: pa.Table, output_dir: Path | str) -> list[Path]:

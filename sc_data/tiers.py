@@ -19,8 +19,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from sc_data.difficulty import Direction
 from sc_data.errors import ConfigError
+from sc_data.scorers.base import Direction
 
 Strategy = Literal["equal", "quantile", "threshold", "kmeans"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)

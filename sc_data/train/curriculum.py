@@ -34,12 +34,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 Schedule = Literal["shuffled", "sqrt_pacing", "sequential", "curri_dpo", "staged_competence"]
-SCHEDULES: tuple[str, ...] = ("shuffled", "sqrt_pacing", "sequential", "curri_dpo", "staged_competence")
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 CompetenceKind = Literal["sqrt", "linear"]
 Order = Literal["shuffled", "sequential", "competence"]
 
