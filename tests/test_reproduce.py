@@ -92,6 +92,18 @@ class TestPairMetrics:
         assert math.isclose(got["reference_free_accuracy"], sum(f > 0 for f in free) / 9, abs_tol=1e-12)
 
 
+class TestReading:
+    def test_verdict_uses_the_larger_of_pair_and_seed_noise(self, run_module):
+        cfg = run_module.load_config(RUN_PY.parent / "config.yaml", ["seeds=[0,1,2]"])
+        se = 0.02  # 2·√2·se = 0.057
+        steady = [[0.10, 0, 0.10, 0, 0], [0.11, 0, 0.09, 0, 0], [0.09, 0, 0.11, 0, 0]]
+        text = "\n".join(run_module._reading([], steady, se, se, cfg))
+        assert "eval accuracy: mean +0.100 over 3 seed(s)" in text and "positive in 3 of 3 seeds" in text
+        assert text.count("→ in favour of staged_competence") == 2
+        erratic = [[0.30, 0, -0.20, 0, 0], [-0.10, 0, 0.40, 0, 0], [0.10, 0, 0.10, 0, 0]]  # mean +0.1, seed 2 SE ≈ 0.23
+        assert "→ within noise" in "\n".join(run_module._reading([], erratic, se, se, cfg))
+
+
 class TestPlan:
     def test_runs_and_equal_steps(self, run_module):
         cfg = run_module.load_config(RUN_PY.parent / "config.yaml", [])
@@ -114,7 +126,7 @@ class TestPlan:
 
 def test_sweep_end_to_end(run_module, tiny_lm_dir, tmp_path):
     inputs = _inputs(tmp_path)
-    argv = _argv(tmp_path, inputs, tiny_lm_dir)
+    argv = _argv(tmp_path, inputs, tiny_lm_dir) + ["--note", "ran on a test machine"]
     assert run_module.main(argv) == 0
 
     prep = json.loads((tmp_path / "work" / "prep.json").read_text())
@@ -129,12 +141,16 @@ def test_sweep_end_to_end(run_module, tiny_lm_dir, tmp_path):
         assert r["eval"]["n"] == prep["split"]["splits"]["eval"] and r["ood"]["n"] == 5
         assert 0.0 <= r["eval"]["accuracy"] <= 1.0 and r["xstest"]["n"] == 3
         assert len(r["trajectory"]) == r["steps"]
+        assert r["xstest"]["judge_errors"] == 0 and 0.0 <= r["xstest"]["over_refusal_judge"] <= 1.0
+        assert r["stage0_reference"]["source"] == "stored"  # the ref_margin scorer's log-probs, same model and template
     budget = [r for r in results.values() if r["budget"] < 1.0]
     assert all(r["train_rows"] < full[0]["train_rows"] for r in budget)
 
     report = (tmp_path / "out" / "RESULTS.md").read_text()
     assert "| staged_competence (ref_margin, 100 % data) | 1 | 6 |" in report
     assert "Paired differences per seed" in report and "GPU run" in report
+    assert "XSTest over-refusal: strings / judge" in report and "- ran on a test machine" in report
+    assert "Stage 0's reference log-probs: stored in 7 run(s)" in report
     assert (tmp_path / "out" / "margin_by_step.png").stat().st_size > 0
     assert (tmp_path / "out" / "accuracy_by_tier.png").stat().st_size > 0
 

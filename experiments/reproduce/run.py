@@ -100,6 +100,8 @@ class TrainSection(_Section):
 class EvalSection(_Section):
     batch_size: int = Field(8, ge=1)
     xstest_max_new_tokens: int = Field(24, ge=1)
+    judge: bool = Field(True, description="Also rate XSTest answers with the local judge (π₀ on the bundled refusal rubric).")
+    judge_max_length: int = Field(1024, ge=64, description="Judge prompt tokens (rubric + question + answer).")
 
 
 class ExperimentConfig(_Section):
@@ -305,7 +307,7 @@ def _eval_sets(cfg: ExperimentConfig, work: Path) -> dict[str, pa.Table]:
 
 def measure_model(cfg: ExperimentConfig, model_ref: str, work: Path, info: dict[str, Any]) -> dict[str, Any]:
     """Summed answer log-probs on eval/OOD pairs and XSTest over-refusal of one model."""
-    from sc_data.evaluate import generate_answers, is_refusal
+    from sc_data.evaluate import generate_answers, is_refusal, judge_verdicts
     from sc_data.logprob import PairTokenizer, TruncationConfig
     from sc_data.models import load_causal_lm
     from sc_data.train.data import compute_logprobs, tokenize_table
@@ -321,6 +323,14 @@ def measure_model(cfg: ExperimentConfig, model_ref: str, work: Path, info: dict[
     answers = generate_answers(model, tok, prompts, max_new_tokens=cfg.eval.xstest_max_new_tokens, batch_size=cfg.eval.batch_size)
     refused = [is_refusal(a) for a in answers]
     out["xstest"] = {"n": len(prompts), "over_refusal": float(np.mean(refused)), "refused": refused, "samples": answers[:5]}
+    if cfg.eval.judge:
+        del model
+        judge = {"backend": "local", "model": cfg.score.model, "device": cfg.device, "dtype": "float32",
+                 "max_length": cfg.eval.judge_max_length, "batch_size": cfg.eval.batch_size}
+        verdicts = judge_verdicts(prompts, answers, judge, kind="benign")
+        valid = [v for v in verdicts if v is not None]
+        out["xstest"].update(over_refusal_judge=float(np.mean(valid)) if valid else None, judge_errors=len(verdicts) - len(valid),
+                             refused_judge=verdicts)
     return out
 
 
@@ -412,13 +422,15 @@ def run_one(cfg: ExperimentConfig, spec: RunSpec, work: Path, info: dict[str, An
     pi0 = info["pi0"]
     tiers = eval_tiers(cfg, work, pi0["eval"]["ids"])
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text("utf-8").splitlines() if line.strip()]
+    run_info = json.loads((run_dir / "run_info.json").read_text("utf-8")) if (run_dir / "run_info.json").is_file() else {}
     record = {
         "name": spec.name, "schedule": spec.schedule, "signal": spec.signal, "budget": spec.budget, "seed": spec.seed,
         "train_rows": sum(sizes), "tier_sizes": sizes, "epochs_per_stage": epochs, "steps": result.global_step, "stages": result.stages,
         "eval": pair_metrics(measured["eval"], pi0["eval"]),
         "eval_by_tier": {f"tier_{k}": pair_metrics(measured["eval"], pi0["eval"], tiers == k) for k in np.unique(tiers)},
         "ood": pair_metrics(measured["ood"], pi0["ood"]),
-        "xstest": {k: measured["xstest"][k] for k in ("n", "over_refusal", "samples")},
+        "xstest": {k: measured["xstest"][k] for k in ("n", "over_refusal", "over_refusal_judge", "judge_errors", "samples") if k in measured["xstest"]},
+        "stage0_reference": run_info.get("stage0_reference"),
         "train_wall_s": round(train_s, 1),
         "total_wall_s": round(time.time() - t0, 1),
         "trajectory": [{k: m[k] for k in ("step", "stage", "margin", "loss", "accuracy", "competence", "pool_size")} for m in metrics],
@@ -515,7 +527,10 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.system()} {platform.machine()}, {model}, {os.cpu_count()} cores visible"
+    import torch
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{platform.system()} {platform.machine()}, {model}, {os.cpu_count()} cores visible, {gpu}"
 
 
 def _method(cfg: ExperimentConfig) -> str:
@@ -523,7 +538,14 @@ def _method(cfg: ExperimentConfig) -> str:
     return f"LoRA r{t.lora_r} α{t.lora_alpha:g} on {', '.join(t.lora_targets)}" if t.lora else "full fine-tune"
 
 
-def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict[str, Any]], out: Path, command: str) -> Path:
+def _judged(r: dict[str, Any]) -> list[float]:
+    """The judge's XSTest over-refusal of one record, as a 0- or 1-element list (absent when not judged)."""
+    v = r["xstest"].get("over_refusal_judge")
+    return [] if v is None else [v]
+
+
+def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict[str, Any]], out: Path, command: str,
+                 notes: list[str] | None = None) -> Path:
     """RESULTS.md: table (mean ± std over seeds), paired differences, plots, provenance, reading."""
     plots = plot(results, out, cfg.main_signal)
     groups = _groups(results)
@@ -554,7 +576,8 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
         f"their first user turn occurs (normalised) among the paper's prompts, {info['ood']['used']} drawn from the remaining "
         f"{info['ood']['kept_after_filter']}.",
         f"- XSTest: {info['xstest']['used']} of {info['xstest']['safe_total']} safe prompts (seed {cfg.data.seed}), greedy, "
-        f"{cfg.eval.xstest_max_new_tokens} new tokens, string-match refusal detector (`sc_data.evaluate.is_refusal`).",
+        f"{cfg.eval.xstest_max_new_tokens} new tokens, string-match refusal detector (`sc_data.evaluate.is_refusal`)"
+        + (f" and the local judge (`{cfg.score.model}` = π₀, bundled refusal rubric, most likely level ≥ 2 = refusal)." if cfg.eval.judge else "."),
         f"- Training: sigmoid DPO β {cfg.train.beta}, {_method(cfg)}, "
         f"lr {cfg.train.lr:g} ({cfg.train.lr_schedule}, warm-up {cfg.train.warmup_ratio:.0%}, restarted per stage), effective batch "
         f"{cfg.train.effective_batch}, max_length {cfg.train.max_length} / prompt {cfg.train.max_prompt_length}, fp32 on CPU, "
@@ -569,11 +592,14 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
         f"- Reference-free accuracy (log π₀(chosen) > log π₀(rejected)): eval "
         f"{pair_metrics(pi0['eval'], {'chosen': [0] * len(pi0['eval']['chosen']), 'rejected': [0] * len(pi0['eval']['chosen'])})['reference_free_accuracy']:.3f}, "
         f"OOD {pair_metrics(pi0['ood'], {'chosen': [0] * len(pi0['ood']['chosen']), 'rejected': [0] * len(pi0['ood']['chosen'])})['reference_free_accuracy']:.3f}.",
-        f"- XSTest over-refusal: {pi0['xstest']['over_refusal']:.3f} (n = {pi0['xstest']['n']}).",
+        f"- XSTest over-refusal: {pi0['xstest']['over_refusal']:.3f} by refusal strings"
+        + (f", {pi0['xstest']['over_refusal_judge']:.3f} by the judge" if pi0["xstest"].get("over_refusal_judge") is not None else "")
+        + f" (n = {pi0['xstest']['n']}).",
         "",
         "## Results",
         "",
-        "| run | seeds | steps | eval acc vs π₀ | eval margin (nats) | OOD acc vs π₀ | OOD margin | acc tier 0 / 1 / 2 | XSTest over-refusal | wall (s) |",
+        "| run | seeds | steps | eval acc vs π₀ | eval margin (nats) | OOD acc vs π₀ | OOD margin | acc tier 0 / 1 / 2 "
+        "| XSTest over-refusal: strings / judge | wall (s) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, rs in groups.items():
@@ -582,14 +608,16 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
         lines.append(
             f"| {name} | {len(rs)} | {rs[0]['steps']} | {_fmt([r['eval']['accuracy'] for r in rs])} | {_fmt([r['eval']['margin'] for r in rs], 2)} | "
             f"{_fmt([r['ood']['accuracy'] for r in rs])} | {_fmt([r['ood']['margin'] for r in rs], 2)} | {by_tier} | "
-            f"{_fmt([r['xstest']['over_refusal'] for r in rs], 2)} | {_fmt([r['total_wall_s'] for r in rs], 0)} |"
+            f"{_fmt([r['xstest']['over_refusal'] for r in rs], 2)} / {_fmt([v for r in rs for v in _judged(r)], 2)} | "
+            f"{_fmt([r['total_wall_s'] for r in rs], 0)} |"
         )
     n_eval, n_ood = len(pi0["eval"]["ids"]), len(pi0["ood"]["ids"])
     se_eval, se_ood = math.sqrt(0.25 / n_eval), math.sqrt(0.25 / n_ood)
     lines += ["", f"mean ± sample std over seeds (a single value when there is one seed). Binomial standard error of one accuracy at 0.5: "
               f"{se_eval:.3f} (eval, n = {n_eval}), {se_ood:.3f} (OOD, n = {n_ood}); wall = training + measurement of one run.", "",
               "### Paired differences per seed: staged_competence − shuffled (main signal, full data)", "",
-              "| seed | Δ eval acc | Δ eval margin | Δ OOD acc | Δ OOD margin | Δ XSTest over-refusal |", "|---|---|---|---|---|---|"]
+              "| seed | Δ eval acc | Δ eval margin | Δ OOD acc | Δ OOD margin | Δ XSTest over-refusal (strings) | Δ (judge) |",
+              "|---|---|---|---|---|---|---|"]
     by = {(r["schedule"], r["signal"], r["budget"], r["seed"]): r for r in results}
     deltas = []
     for seed in cfg.seeds:
@@ -599,7 +627,12 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
                  a["ood"]["accuracy"] - b["ood"]["accuracy"], a["ood"]["margin"] - b["ood"]["margin"],
                  a["xstest"]["over_refusal"] - b["xstest"]["over_refusal"]]
             deltas.append(d)
-            lines.append(f"| {seed} | " + " | ".join(f"{x:+.3f}" for x in d) + " |")
+            judged = [_judged(a), _judged(b)]
+            dj = f"{judged[0][0] - judged[1][0]:+.3f}" if all(judged) else "–"
+            lines.append(f"| {seed} | " + " | ".join(f"{x:+.3f}" for x in d) + f" | {dj} |")
+    if len(deltas) > 1:
+        d = np.asarray(deltas)
+        lines.append("| mean ± std | " + " | ".join(f"{m:+.3f} ± {sd:.3f}" for m, sd in zip(d.mean(0), d.std(0, ddof=1), strict=True)) + " | |")
     missing = [r.name for r in plan_runs(cfg) if r.name not in {x["name"] for x in results}]
     if missing:
         lines += ["", f"**Planned but not run yet ({len(missing)}):** " + ", ".join(f"`{m}`" for m in missing)
@@ -611,8 +644,10 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
         f"- Command: `{command}`",
         f"- Config: `experiments/reproduce/config.yaml` (resolved: `{json.dumps(cfg.model_dump(mode='json'), sort_keys=True)}`)",
         f"- Preparation timings (s): {json.dumps(info['timings_s'])}",
+        f"- Stage 0's reference log-probs: {_stage0_summary(results)}.",
+    ] + [f"- {n}" for n in notes or []] + [
         f"- Versions: {json.dumps(_versions())}",
-        f"- Machine: {_machine()}, no GPU; other engineers' jobs shared the 2 cores, so wall times are upper bounds.",
+        f"- Machine: {_machine()}; wall times are upper bounds where other jobs shared the machine.",
         f"- Date: {dt.datetime.now().isoformat(timespec='minutes')}",
         "- Per-run records (metrics, trajectories, XSTest samples): `experiments/reproduce/results/*.json`.",
         "",
@@ -636,6 +671,15 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
     return path
 
 
+def _stage0_summary(results: list[dict[str, Any]]) -> str:
+    """Where each run's stage-0 reference log-probs came from (trainer's run_info.json)."""
+    sources: dict[str, int] = {}
+    for r in results:
+        src = (r.get("stage0_reference") or {}).get("source", "not recorded")
+        sources[src] = sources.get(src, 0) + 1
+    return ", ".join(f"{k} in {v} run(s)" for k, v in sorted(sources.items())) + " (stored = the ref_margin scorer's, checked against a live pass)"
+
+
 def _reading(results: list[dict[str, Any]], deltas: list[list[float]], se_eval: float, se_ood: float, cfg: ExperimentConfig) -> list[str]:
     """Facts computed from the table; the interpretation is limited to what they support."""
     out = []
@@ -651,13 +695,49 @@ def _reading(results: list[dict[str, Any]], deltas: list[list[float]], se_eval: 
                    + " / ".join(f"{a:.2f}" for a in accs)
                    + f"; it {trend} with the tier, so at this scale the signal "
                    + ("ranks" if trend == "falls" else "does not rank") + " pairs by how hard DPO finds them (tiers of ~20 pairs).")
+    noise_eval, noise_ood = 2 * math.sqrt(2) * se_eval, 2 * math.sqrt(2) * se_ood  # two accuracies on the same-size pair set
     if deltas:
         d = np.asarray(deltas)
-        for j, (what, se) in enumerate((("eval accuracy", se_eval), ("OOD accuracy", se_ood))):
-            col = d[:, 0 if j == 0 else 2]
-            verdict = "within noise" if abs(col.mean()) < 2 * math.sqrt(2) * se else ("in favour of staged_competence" if col.mean() > 0 else "against staged_competence")
-            out.append(f"- staged_competence − shuffled, {what}: mean {col.mean():+.3f} over {len(col)} seed(s); "
-                       f"2 SE of a difference of two independent accuracies ≈ {2 * math.sqrt(2) * se:.3f} → {verdict}.")
+        for col, what, noise in ((d[:, 0], "eval accuracy", noise_eval), (d[:, 2], "OOD accuracy", noise_ood)):
+            spread = ""
+            if len(col) > 1:
+                seed_2se = 2 * col.std(ddof=1) / math.sqrt(len(col))
+                spread = (f", seed std {col.std(ddof=1):.3f} (2 SE of the mean {seed_2se:.3f}), "
+                          f"positive in {int((col > 0).sum())} of {len(col)} seeds")
+                noise = max(noise, seed_2se)
+            verdict = "within noise" if abs(col.mean()) < noise else ("in favour of staged_competence" if col.mean() > 0 else "against staged_competence")
+            out.append(f"- staged_competence − shuffled, {what}: mean {col.mean():+.3f} over {len(col)} seed(s){spread}; "
+                       f"noise bound {noise:.3f} (the larger of 2 SE of a difference of two accuracies on this pair set and the seeds' 2 SE) "
+                       f"→ {verdict}.")
+    by_group = _groups(results)
+
+    def accs(name: str) -> tuple[float, float] | None:
+        rs = by_group.get(name)
+        return (float(np.mean([r["eval"]["accuracy"] for r in rs])), float(np.mean([r["ood"]["accuracy"] for r in rs]))) if rs else None
+
+    signals = {sig: a for sig in ("similarity", "ref_margin", "mean") if (a := accs(f"staged_competence ({sig}, 100 % data)"))}
+    if len(signals) > 1:
+        best = max(signals, key=lambda k: signals[k][0] + signals[k][1])
+        runner_up = max((k for k in signals if k != best), key=lambda k: signals[k][0] + signals[k][1])
+        gap = [signals[best][i] - signals[runner_up][i] for i in (0, 1)]
+        shown = gap[0] > noise_eval or gap[1] > noise_ood
+        out.append("- Difficulty signal (staged_competence, full data), eval / OOD accuracy: "
+                   + ", ".join(f"`{k}` {v[0]:.3f} / {v[1]:.3f}" for k, v in signals.items())
+                   + f". `{best}` is ahead of `{runner_up}` by {gap[0]:+.3f} / {gap[1]:+.3f}: "
+                   + ("more than the noise bound, so it is the better curriculum signal here." if shown else
+                      f"inside the noise bound ({noise_eval:.3f} / {noise_ood:.3f}), so no signal is shown to be better here.")
+                   + " `ref_margin` costs one forward pass per pair; `similarity` a generation plus embeddings.")
+    pct = round(cfg.stage.budget * 100)
+    base = accs(f"shuffled ({cfg.main_signal}, 100 % data)")
+    budget_rows = {s: a for s in ("shuffled", "staged_competence") if (a := accs(f"{s} ({cfg.main_signal}, {pct} % data)"))}
+    if base and budget_rows:
+        parts = [f"{s} {a[0]:.3f} / {a[1]:.3f} ({a[0] - base[0]:+.3f} / {a[1] - base[1]:+.3f})" for s, a in budget_rows.items()]
+        matches = [s for s, a in budget_rows.items() if a[0] - base[0] > -noise_eval and a[1] - base[1] > -noise_ood]
+        out.append(f"- Data budget: with {pct} % of the training pairs, eval / OOD accuracy (difference to full-data shuffled "
+                   f"{base[0]:.3f} / {base[1]:.3f}): " + "; ".join(parts) + ". "
+                   + (f"{' and '.join(matches)} stay within the noise bound of the full-data baseline, as the paper's \"baseline "
+                      "safety with 75 % of the data\" would have it, though at this scale nearly any outcome would."
+                      if matches else "None stays within the noise bound of the full-data baseline."))
     n_eval = round(0.25 / se_eval**2)
     small = len(cfg.seeds) < 3 or n_eval < 300
     out.append(
@@ -693,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated run names (see --list) to run now, in this order")
     parser.add_argument("--list", action="store_true", help="print the planned run names and exit")
     parser.add_argument("--report-only", action="store_true", help="write RESULTS.md from the results present")
+    parser.add_argument("--note", action="append", default=[], help="a provenance line for RESULTS.md (how the sweep was run)")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     runs = plan_runs(cfg)
@@ -723,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [json.loads(p.read_text("utf-8")) for p in sorted(results_dir.glob("*.json")) if p.stem in names] if results_dir.is_dir() else []
     if results:
         command = "python experiments/reproduce/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        log(f"wrote {write_report(cfg, info, results, args.out, command)}")
+        log(f"wrote {write_report(cfg, info, results, args.out, command, args.note)}")
     return 0
 
 
