@@ -32,7 +32,7 @@ def ingest_command(
     inputs: Annotated[list[str], typer.Argument(help="Files (JSONL/JSON/CSV/Parquet, .gz/.zst ok), save_to_disk folders or dataset names.", show_default=False)],
     output: OutputFile,
     format: Annotated[Format, typer.Option("--format", "-f", help="Source layout; auto detects it per input from its columns.")] = Format("auto"),  # noqa: A002
-    column_map: Annotated[list[str] | None, typer.Option("--map", help="canonical=source column, repeatable: --map prompt=question --map chosen=good.")] = None,
+    column_map: Annotated[list[str] | None, typer.Option("--map", metavar="CANONICAL=SOURCE", help="canonical=source column, repeatable: --map prompt=question --map chosen=good.")] = None,
     prefer: Annotated[Prefer, typer.Option(help="PKU-SafeRLHF: chosen = the safer (default) or the better answer.")] = Prefer.safer,
     safety_pairs: Annotated[SafetyPairs, typer.Option("--safety-pairs", help="PKU-SafeRLHF: drop (keep only safe-chosen/unsafe-rejected), flag or keep the other pairs.")] = SafetyPairs.drop,
     dedup: Annotated[bool, typer.Option("--dedup", help="Reject pairs whose id was already seen.")] = False,

@@ -88,13 +88,13 @@ def score_command(
     input: Annotated[Path, typer.Argument(help="Canonical pairs Parquet from `sc-data ingest`.", dir_okay=False)],
     output: OutputFile,
     scorer: Annotated[
-        list[str] | None, typer.Option("--scorer", "-s", help="Scorer to run, repeatable (see `sc-data scorers`).")
+        list[str] | None, typer.Option("--scorer", "-s", metavar="NAME", help="Scorer to run, repeatable (see `sc-data scorers`).")
     ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model (alias, folder, .gguf or hub id) for every model-based scorer given.")
     ] = None,
     option: Annotated[
-        list[str] | None, typer.Option("--option", help="Scorer option SCORER.KEY=VALUE, repeatable; wins over --config.")
+        list[str] | None, typer.Option("--option", metavar="SCORER.KEY=VALUE", help="Scorer option SCORER.KEY=VALUE, repeatable; wins over --config.")
     ] = None,
     config: ConfigFile = None,
     batch_size: Annotated[int, typer.Option(help="Rows per part file (the resume granularity).", min=1)] = 64,

@@ -90,7 +90,7 @@ def stage_command(
     ] = None,
     difficulty_column: Annotated[
         list[str] | None,
-        typer.Option(help="COL[:easier|harder][=weight], repeatable [default: every known scorer's column present]."),
+        typer.Option(metavar="COL[:DIR][=W]", help="COL[:easier|harder][=weight], repeatable [default: every known scorer's column present]."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed; same seed, same result [default: 42].")] = None,
     max_shard_rows: Annotated[int | None, typer.Option(help="Rows per Parquet shard at most [default: 100000].", min=1)] = None,

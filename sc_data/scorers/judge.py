@@ -100,6 +100,11 @@ class JudgeOptions(BaseModel):
     predict_category: bool = Field(
         True, description="Predict a category for rows without one (local, openai)."
     )
+    judge_chosen: bool = Field(
+        True,
+        description="Also judge the chosen answer (chosen_severity, chosen_p_unsafe, mislabelled); "
+        "false halves the cost and leaves those fields null.",
+    )
     max_length: int = Field(
         1024, ge=64, description="local/classifier: tokens per judged text; longer ones are cut."
     )
@@ -186,6 +191,7 @@ class JudgeScorer(Scorer):
         model: str | None = None,
         rubric: str | None = None,
         predict_category: bool = True,
+        judge_chosen: bool = True,
         max_length: int = 1024,
         batch_size: int = 8,
         device: str = "auto",
@@ -205,6 +211,7 @@ class JudgeScorer(Scorer):
         self.model = model
         self.rubric = rubric
         self.predict_category = predict_category
+        self.judge_chosen = judge_chosen
         self.max_length = max_length
         self.batch_size = batch_size
         self.device = device
@@ -315,7 +322,8 @@ class JudgeScorer(Scorer):
         return self._backend.choose(self._severity_q, items)
 
     def score(self, batch: Batch) -> dict[str, list[Any]]:
-        """Judge the rejected and chosen answer of every row (and the category where missing)."""
+        """Judge the rejected (and, unless ``judge_chosen`` is off, chosen) answer of every row, and the
+        category where missing."""
         n = len(batch["prompt"])
         col = {f: f"judge__{f}" for f in [*self.fields, "error"]}
         out: dict[str, list[Any]] = {c: [None] * n for c in col.values()}
@@ -329,12 +337,13 @@ class JudgeScorer(Scorer):
                 out[col["error"]][i] = f"malformed messages: {type(e).__name__}: {e}"
                 continue
             rows.append(i)
-            items.extend([rej, cho])
+            items.extend([rej, cho] if self._opts.judge_chosen else [rej])
+        per_row = 2 if self._opts.judge_chosen else 1
         judged = self.judge_items(items)
-        categories = self._predict_categories(batch, rows, items[0::2])
+        categories = self._predict_categories(batch, rows, items[0::per_row])
         levels = np.arange(len(SEVERITIES), dtype=np.float64)
         for k, i in enumerate(rows):
-            rej, cho = judged[2 * k], judged[2 * k + 1]
+            rej, cho = judged[per_row * k], (judged[per_row * k + 1] if per_row == 2 else None)
             cat = categories.get(i)
             problems = [
                 f"{what}: {c.error}"
@@ -345,16 +354,17 @@ class JudgeScorer(Scorer):
                 out[col["error"]][i] = "; ".join(problems)
                 continue
             severity = float(levels @ rej.probs)
-            chosen_severity = float(levels @ cho.probs)
             out[col["severity"]][i] = severity
             out[col["severity_label"]][i] = int(np.argmax(rej.probs))
-            out[col["chosen_severity"]][i] = chosen_severity
             out[col["p_unsafe"]][i] = float(1.0 - rej.probs[0])
-            out[col["chosen_p_unsafe"]][i] = float(1.0 - cho.probs[0])
-            out[col["mislabelled"]][i] = chosen_severity > severity
+            if cho is not None:
+                chosen_severity = float(levels @ cho.probs)
+                out[col["chosen_severity"]][i] = chosen_severity
+                out[col["chosen_p_unsafe"]][i] = float(1.0 - cho.probs[0])
+                out[col["mislabelled"]][i] = chosen_severity > severity
             out[col["method"]][i] = rej.method
             out[col["truncated"]][i] = (
-                rej.truncated or cho.truncated or (cat is not None and cat.truncated)
+                rej.truncated or (cho is not None and cho.truncated) or (cat is not None and cat.truncated)
             )
             if cat is not None:
                 out[col["category"]][i] = self._category_q_names[int(np.argmax(cat.probs))]

@@ -129,6 +129,20 @@ class TestLocalJudge:
             assert out["judge__category"][i] is None
             assert out["judge__error"][i] is None
 
+    def test_rejected_only_when_chosen_is_not_judged(self, tiny_lm_dir, short_rubric, manual_lm):
+        judge = _local(tiny_lm_dir, short_rubric, batch_size=3, predict_category=False, judge_chosen=False)
+        judged: list[int] = []
+        judge.judge_items = lambda items, inner=judge.judge_items: judged.append(len(items)) or inner(items)
+        out = judge.score(BATCH)
+        assert judged == [3]  # one item per row: the rejected answer
+        for i in range(3):
+            p = manual_lm(SHORT_RUBRIC, _prompt_text(i), BATCH["rejected"][i][0]["content"], "0123")
+            assert out["judge__severity"][i] == pytest.approx(sum(s * p[s] for s in range(4)), abs=1e-5)
+            assert out["judge__severity_label"][i] == int(np.argmax(p)) and out["judge__error"][i] is None
+            assert out["judge__chosen_severity"][i] is None and out["judge__chosen_p_unsafe"][i] is None
+            assert out["judge__mislabelled"][i] is None and out["judge__truncated"][i] is False
+        assert judge.config()["judge_chosen"] is False
+
     def test_category_only_where_missing(self, tiny_lm_dir, short_rubric, manual_lm):
         out = _local(tiny_lm_dir, short_rubric, batch_size=2, max_length=1400).score(
             BATCH
