@@ -65,7 +65,7 @@ def _inputs(root: Path) -> dict[str, Path]:
 
 def _argv(root: Path, inputs: dict[str, Path], model: Path) -> list[str]:
     sets = {
-        "score.model": str(model), "score.signals": "[ref_margin]", "main_signal": "ref_margin", "device": "cpu",
+        "seeds": "[0]", "score.model": str(model), "score.signals": "[ref_margin]", "main_signal": "ref_margin", "device": "cpu",
         "data.train_pool": 40, "data.ood_pairs": 5, "data.xstest_prompts": 3,
         "train.steps_per_stage": 2, "train.effective_batch": 4, "train.micro_batch": 4, "train.lr": 1e-3,
         "train.max_length": 64, "train.max_prompt_length": 32, "eval.batch_size": 8, "eval.xstest_max_new_tokens": 4,
@@ -108,7 +108,7 @@ class TestPlan:
     def test_runs_and_equal_steps(self, run_module):
         cfg = run_module.load_config(RUN_PY.parent / "config.yaml", [])
         names = [r.name for r in run_module.plan_runs(cfg)]
-        assert len(names) == 9 and len(set(names)) == 9
+        assert len(names) == 9 * len(cfg.seeds) and len(set(names)) == len(names) and cfg.seeds == [0, 1, 2]
         for schedule in run_module.SCHEDULES:
             spec = run_module.RunSpec(schedule, "similarity", 1.0, 0)
             epochs, cap = run_module._epochs_and_cap(cfg, spec, [80, 80, 80], [80, 80, 80])
@@ -151,6 +151,10 @@ def test_sweep_end_to_end(run_module, tiny_lm_dir, tmp_path):
     assert "Paired differences per seed" in report and "GPU run" in report
     assert "XSTest over-refusal: strings / judge" in report and "- ran on a test machine" in report
     assert "Stage 0's reference log-probs: stored in 7 run(s)" in report
+    by = {(r["schedule"], r["budget"]): r for r in results.values()}
+    d_eval = by[("sequential", 1.0)]["eval"]["accuracy"] - by[("shuffled", 1.0)]["eval"]["accuracy"]
+    d_ood = by[("sequential", 1.0)]["ood"]["accuracy"] - by[("shuffled", 1.0)]["ood"]["accuracy"]
+    assert f"| sequential (ref_margin, 100 % data) | {d_eval:+.3f} | {d_ood:+.3f} |" in report
     assert (tmp_path / "out" / "margin_by_step.png").stat().st_size > 0
     assert (tmp_path / "out" / "accuracy_by_tier.png").stat().st_size > 0
 

@@ -633,6 +633,7 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
     if len(deltas) > 1:
         d = np.asarray(deltas)
         lines.append("| mean ± std | " + " | ".join(f"{m:+.3f} ± {sd:.3f}" for m, sd in zip(d.mean(0), d.std(0, ddof=1), strict=True)) + " | |")
+    lines += _paired_vs_shuffled(groups, by, cfg)
     missing = [r.name for r in plan_runs(cfg) if r.name not in {x["name"] for x in results}]
     if missing:
         lines += ["", f"**Planned but not run yet ({len(missing)}):** " + ", ".join(f"`{m}`" for m in missing)
@@ -669,6 +670,23 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
 
     write_text("\n".join(lines) + "\n", path)
     return path
+
+
+def _paired_vs_shuffled(groups: dict[str, list[dict[str, Any]]], by: dict[tuple, dict[str, Any]], cfg: ExperimentConfig) -> list[str]:
+    """Every run group minus full-data shuffled of the same seed: per-seed Δ accuracy, then the mean."""
+    out = ["", "### Paired differences per seed: every run − shuffled (main signal, full data) of the same seed", "",
+           "Δ accuracy per seed (" + ", ".join(f"s{s}" for s in cfg.seeds) + "), then their mean; eval | OOD.", "",
+           "| run | Δ eval acc | Δ OOD acc |", "|---|---|---|"]
+    for name, rs in groups.items():
+        if rs[0]["schedule"] == "shuffled" and rs[0]["budget"] == 1.0 and rs[0]["signal"] == cfg.main_signal:
+            continue
+        cells = []
+        for split in ("eval", "ood"):
+            ds = [r[split]["accuracy"] - b[split]["accuracy"] for r in rs
+                  if (b := by.get(("shuffled", cfg.main_signal, 1.0, r["seed"]))) is not None]
+            cells.append(" / ".join(f"{d:+.3f}" for d in ds) + (f" (mean {np.mean(ds):+.3f})" if len(ds) > 1 else "") if ds else "–")
+        out.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    return out
 
 
 def _stage0_summary(results: list[dict[str, Any]]) -> str:
