@@ -140,7 +140,7 @@ def judge_verdicts(
     """
     from sc_data.scorers.base import get_scorer_class
 
-    options = {"predict_category": False, **judge_options}
+    options = {"predict_category": False, "judge_chosen": False, **judge_options}
     if kind == "benign":
         if options.get("backend") == "classifier":
             raise ConfigError("a classifier judge rates harm, not refusal; for over-refusal on benign prompts use backend 'local' or 'openai'")

@@ -101,7 +101,16 @@ class TestReading:
         assert "eval accuracy: mean +0.100 over 3 seed(s)" in text and "positive in 3 of 3 seeds" in text
         assert text.count("→ in favour of staged_competence") == 2
         erratic = [[0.30, 0, -0.20, 0, 0], [-0.10, 0, 0.40, 0, 0], [0.10, 0, 0.10, 0, 0]]  # mean +0.1, seed 2 SE ≈ 0.23
-        assert "→ within noise" in "\n".join(run_module._reading([], erratic, se, se, cfg))
+        assert "\n".join(run_module._reading([], erratic, se, se, cfg)).count("→ within noise") == 2
+
+    def test_noise_bound(self, run_module):
+        se = 0.05
+        one = np.asarray([0.1])
+        assert run_module.noise_bound(one, se) == pytest.approx(2 * math.sqrt(2) * se)
+        d = np.asarray([0.1, 0.3, -0.1])
+        sd = math.sqrt(sum((x - 0.1) ** 2 for x in d) / 2)
+        t975_2dof = 4.302652729911275  # Student t quantile, from tables
+        assert run_module.noise_bound(d, se) == pytest.approx(math.sqrt((2 * math.sqrt(2) * se) ** 2 + (t975_2dof * sd / math.sqrt(3)) ** 2))
 
 
 class TestPlan:
@@ -154,7 +163,7 @@ def test_sweep_end_to_end(run_module, tiny_lm_dir, tmp_path):
     by = {(r["schedule"], r["budget"]): r for r in results.values()}
     d_eval = by[("sequential", 1.0)]["eval"]["accuracy"] - by[("shuffled", 1.0)]["eval"]["accuracy"]
     d_ood = by[("sequential", 1.0)]["ood"]["accuracy"] - by[("shuffled", 1.0)]["ood"]["accuracy"]
-    assert f"| sequential (ref_margin, 100 % data) | {d_eval:+.3f} | {d_ood:+.3f} |" in report
+    assert f"| sequential (ref_margin, 100 % data) | s0 {d_eval:+.3f} | s0 {d_ood:+.3f} |" in report
     assert (tmp_path / "out" / "margin_by_step.png").stat().st_size > 0
     assert (tmp_path / "out" / "accuracy_by_tier.png").stat().st_size > 0
 

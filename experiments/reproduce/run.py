@@ -608,7 +608,8 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
         lines.append(
             f"| {name} | {len(rs)} | {rs[0]['steps']} | {_fmt([r['eval']['accuracy'] for r in rs])} | {_fmt([r['eval']['margin'] for r in rs], 2)} | "
             f"{_fmt([r['ood']['accuracy'] for r in rs])} | {_fmt([r['ood']['margin'] for r in rs], 2)} | {by_tier} | "
-            f"{_fmt([r['xstest']['over_refusal'] for r in rs], 2)} / {_fmt([v for r in rs for v in _judged(r)], 2)} | "
+            f"{_fmt([r['xstest']['over_refusal'] for r in rs], 2)} / {_fmt(judged := [v for r in rs for v in _judged(r)], 2)}"
+            + (f" ({len(judged)} of {len(rs)} judged)" if judged and len(judged) != len(rs) else "") + " | "
             f"{_fmt([r['total_wall_s'] for r in rs], 0)} |"
         )
     n_eval, n_ood = len(pi0["eval"]["ids"]), len(pi0["ood"]["ids"])
@@ -675,16 +676,17 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
 def _paired_vs_shuffled(groups: dict[str, list[dict[str, Any]]], by: dict[tuple, dict[str, Any]], cfg: ExperimentConfig) -> list[str]:
     """Every run group minus full-data shuffled of the same seed: per-seed Δ accuracy, then the mean."""
     out = ["", "### Paired differences per seed: every run − shuffled (main signal, full data) of the same seed", "",
-           "Δ accuracy per seed (" + ", ".join(f"s{s}" for s in cfg.seeds) + "), then their mean; eval | OOD.", "",
+           "Δ accuracy per seed, then their mean.", "",
            "| run | Δ eval acc | Δ OOD acc |", "|---|---|---|"]
     for name, rs in groups.items():
         if rs[0]["schedule"] == "shuffled" and rs[0]["budget"] == 1.0 and rs[0]["signal"] == cfg.main_signal:
             continue
         cells = []
         for split in ("eval", "ood"):
-            ds = [r[split]["accuracy"] - b[split]["accuracy"] for r in rs
-                  if (b := by.get(("shuffled", cfg.main_signal, 1.0, r["seed"]))) is not None]
-            cells.append(" / ".join(f"{d:+.3f}" for d in ds) + (f" (mean {np.mean(ds):+.3f})" if len(ds) > 1 else "") if ds else "–")
+            ds = {r["seed"]: r[split]["accuracy"] - b[split]["accuracy"] for r in rs
+                  if (b := by.get(("shuffled", cfg.main_signal, 1.0, r["seed"]))) is not None}
+            cells.append(", ".join(f"s{k} {d:+.3f}" for k, d in sorted(ds.items()))
+                         + (f" (mean {np.mean(list(ds.values())):+.3f})" if len(ds) > 1 else "") if ds else "–")
         out.append(f"| {name} | {cells[0]} | {cells[1]} |")
     return out
 
@@ -696,6 +698,27 @@ def _stage0_summary(results: list[dict[str, Any]]) -> str:
         src = (r.get("stage0_reference") or {}).get("source", "not recorded")
         sources[src] = sources.get(src, 0) + 1
     return ", ".join(f"{k} in {v} run(s)" for k, v in sorted(sources.items())) + " (stored = the ref_margin scorer's, checked against a live pass)"
+
+
+def noise_bound(diffs: np.ndarray, se: float) -> float:
+    """Half-width of a ~95 % interval for the mean of per-seed paired accuracy differences.
+
+    Two sources, added in quadrature: which pairs happen to be in the eval set (2·√2·se, the
+    difference of two accuracies on n pairs treated as independent; an upper bound, since both
+    are measured on the same pairs and so correlate) and training randomness across seeds (Student
+    t with k − 1 degrees of freedom; absent with one seed, which is then not measured at all).
+    """
+    pair = 2 * math.sqrt(2) * se
+    if len(diffs) < 2:
+        return pair
+    from scipy.stats import t
+
+    return math.hypot(pair, float(t.ppf(0.975, len(diffs) - 1)) * float(diffs.std(ddof=1)) / math.sqrt(len(diffs)))
+
+
+def _verdict(diffs: np.ndarray, bound: float, ahead: str, behind: str) -> str:
+    m = float(diffs.mean())
+    return "within noise" if abs(m) <= bound else (ahead if m > 0 else behind)
 
 
 def _reading(results: list[dict[str, Any]], deltas: list[list[float]], se_eval: float, se_ood: float, cfg: ExperimentConfig) -> list[str]:
@@ -713,49 +736,55 @@ def _reading(results: list[dict[str, Any]], deltas: list[list[float]], se_eval: 
                    + " / ".join(f"{a:.2f}" for a in accs)
                    + f"; it {trend} with the tier, so at this scale the signal "
                    + ("ranks" if trend == "falls" else "does not rank") + " pairs by how hard DPO finds them (tiers of ~20 pairs).")
-    noise_eval, noise_ood = 2 * math.sqrt(2) * se_eval, 2 * math.sqrt(2) * se_ood  # two accuracies on the same-size pair set
     if deltas:
         d = np.asarray(deltas)
-        for col, what, noise in ((d[:, 0], "eval accuracy", noise_eval), (d[:, 2], "OOD accuracy", noise_ood)):
-            spread = ""
-            if len(col) > 1:
-                seed_2se = 2 * col.std(ddof=1) / math.sqrt(len(col))
-                spread = (f", seed std {col.std(ddof=1):.3f} (2 SE of the mean {seed_2se:.3f}), "
-                          f"positive in {int((col > 0).sum())} of {len(col)} seeds")
-                noise = max(noise, seed_2se)
-            verdict = "within noise" if abs(col.mean()) < noise else ("in favour of staged_competence" if col.mean() > 0 else "against staged_competence")
+        for col, what, se in ((d[:, 0], "eval accuracy", se_eval), (d[:, 2], "OOD accuracy", se_ood)):
+            bound = noise_bound(col, se)
+            spread = f", seed std {col.std(ddof=1):.3f}, positive in {int((col > 0).sum())} of {len(col)} seeds" if len(col) > 1 else ""
             out.append(f"- staged_competence − shuffled, {what}: mean {col.mean():+.3f} over {len(col)} seed(s){spread}; "
-                       f"noise bound {noise:.3f} (the larger of 2 SE of a difference of two accuracies on this pair set and the seeds' 2 SE) "
-                       f"→ {verdict}.")
-    by_group = _groups(results)
+                       f"noise bound ±{bound:.3f} → {_verdict(col, bound, 'in favour of staged_competence', 'against staged_competence')}.")
+    groups = _groups(results)
 
-    def accs(name: str) -> tuple[float, float] | None:
-        rs = by_group.get(name)
-        return (float(np.mean([r["eval"]["accuracy"] for r in rs])), float(np.mean([r["ood"]["accuracy"] for r in rs]))) if rs else None
+    def paired(a: str, b: str, split: str) -> np.ndarray:
+        ra, rb = ({r["seed"]: r for r in groups.get(g, [])} for g in (a, b))
+        return np.asarray([ra[k][split]["accuracy"] - rb[k][split]["accuracy"] for k in sorted(ra.keys() & rb.keys())])
 
-    signals = {sig: a for sig in ("similarity", "ref_margin", "mean") if (a := accs(f"staged_competence ({sig}, 100 % data)"))}
+    def mean_acc(name: str, split: str) -> float:
+        return float(np.mean([r[split]["accuracy"] for r in groups[name]]))
+
+    ses = {"eval": se_eval, "ood": se_ood}
+    signals = [sig for sig in ("similarity", "ref_margin", "mean") if f"staged_competence ({sig}, 100 % data)" in groups]
     if len(signals) > 1:
-        best = max(signals, key=lambda k: signals[k][0] + signals[k][1])
-        runner_up = max((k for k in signals if k != best), key=lambda k: signals[k][0] + signals[k][1])
-        gap = [signals[best][i] - signals[runner_up][i] for i in (0, 1)]
-        shown = gap[0] > noise_eval or gap[1] > noise_ood
-        out.append("- Difficulty signal (staged_competence, full data), eval / OOD accuracy: "
-                   + ", ".join(f"`{k}` {v[0]:.3f} / {v[1]:.3f}" for k, v in signals.items())
-                   + f". `{best}` is ahead of `{runner_up}` by {gap[0]:+.3f} / {gap[1]:+.3f}: "
-                   + ("more than the noise bound, so it is the better curriculum signal here." if shown else
-                      f"inside the noise bound ({noise_eval:.3f} / {noise_ood:.3f}), so no signal is shown to be better here.")
-                   + " `ref_margin` costs one forward pass per pair; `similarity` a generation plus embeddings.")
+        name = {sig: f"staged_competence ({sig}, 100 % data)" for sig in signals}
+        ranked = sorted(signals, key=lambda k: -(mean_acc(name[k], "eval") + mean_acc(name[k], "ood")))
+        best, runner_up = ranked[0], ranked[1]
+        diffs = {split: paired(name[best], name[runner_up], split) for split in ses}
+        bounds = {split: noise_bound(diffs[split], ses[split]) for split in ses}
+        ahead = any(diffs[x].mean() > bounds[x] for x in ses) and not any(diffs[x].mean() < -bounds[x] for x in ses)
+        out.append(
+            "- Difficulty signal (staged_competence, full data), eval / OOD accuracy: "
+            + ", ".join(f"`{k}` {mean_acc(name[k], 'eval'):.3f} / {mean_acc(name[k], 'ood'):.3f}" for k in signals)
+            + f". `{best}` is ahead of `{runner_up}` by {diffs['eval'].mean():+.3f} / {diffs['ood'].mean():+.3f} "
+            f"(noise bounds ±{bounds['eval']:.3f} / ±{bounds['ood']:.3f}): "
+            + ("beyond the noise on at least one split and behind on neither, so it is the better curriculum signal here "
+               "(picked as the best of several, so this test is optimistic)." if ahead else
+               "not beyond the noise, so no signal is shown to be better here.")
+            + " `ref_margin` costs one forward pass per pair; `similarity` a generation plus embeddings."
+        )
     pct = round(cfg.stage.budget * 100)
-    base = accs(f"shuffled ({cfg.main_signal}, 100 % data)")
-    budget_rows = {s: a for s in ("shuffled", "staged_competence") if (a := accs(f"{s} ({cfg.main_signal}, {pct} % data)"))}
-    if base and budget_rows:
-        parts = [f"{s} {a[0]:.3f} / {a[1]:.3f} ({a[0] - base[0]:+.3f} / {a[1] - base[1]:+.3f})" for s, a in budget_rows.items()]
-        matches = [s for s, a in budget_rows.items() if a[0] - base[0] > -noise_eval and a[1] - base[1] > -noise_ood]
-        out.append(f"- Data budget: with {pct} % of the training pairs, eval / OOD accuracy (difference to full-data shuffled "
-                   f"{base[0]:.3f} / {base[1]:.3f}): " + "; ".join(parts) + ". "
-                   + (f"{' and '.join(matches)} stay within the noise bound of the full-data baseline, as the paper's \"baseline "
-                      "safety with 75 % of the data\" would have it, though at this scale nearly any outcome would."
-                      if matches else "None stays within the noise bound of the full-data baseline."))
+    base = f"shuffled ({cfg.main_signal}, 100 % data)"
+    budget_runs = [f"{x} ({cfg.main_signal}, {pct} % data)" for x in ("shuffled", "staged_competence")]
+    parts = []
+    for run in (r for r in budget_runs if r in groups and base in groups):
+        cells = []
+        for split in ses:
+            d = paired(run, base, split)
+            cells.append(f"{split} {d.mean():+.3f} (±{noise_bound(d, ses[split]):.3f}, {_verdict(d, noise_bound(d, ses[split]), 'better', 'worse')})")
+        parts.append(f"{run.split(' ')[0]}: " + ", ".join(cells))
+    if parts:
+        out.append(f"- Data budget: {pct} % of the training pairs against full-data shuffled, paired per seed: " + "; ".join(parts)
+                   + f". The paper's claim is \"baseline safety with {pct} % of the data\": a budget run that is not worse beyond the "
+                   "noise agrees with it, though at this scale nearly any outcome would.")
     n_eval = round(0.25 / se_eval**2)
     small = len(cfg.seeds) < 3 or n_eval < 300
     out.append(

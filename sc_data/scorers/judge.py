@@ -1,7 +1,8 @@
 """``judge``: harm severity (0–3) of the rejected and the chosen answer, and a category where missing.
 
 A blatantly harmful rejected answer makes an easy pair; a subtly harmful one a hard pair
-(DESIGN.md, Scorers). The chosen answer is judged too, to catch mislabelled pairs. The judge
+(DESIGN.md, Scorers). The chosen answer is judged too, to catch mislabelled pairs, unless
+``judge_chosen`` is false (half the cost; the chosen fields stay null). The judge
 answers a rubric (a text file with ``{prompt}`` and ``{answer}`` placeholders; default
 ``sc_data/rubrics/harm_severity.txt``, replaceable with the ``rubric`` option) with a probability
 per severity p(s), s = 0..3, from one of three backends (see :mod:`sc_data.scorers.judge_backends`):
@@ -330,14 +331,16 @@ class JudgeScorer(Scorer):
         rows, items = [], []
         for i in range(n):
             try:
-                rej = Item(prompt=batch["prompt"][i], answer=batch["rejected"][i])
-                cho = Item(prompt=batch["prompt"][i], answer=batch["chosen"][i])
-                rej.prompt_text, rej.answer_text, cho.answer_text  # noqa: B018 - checks the messages' shape
+                row_items = [Item(prompt=batch["prompt"][i], answer=batch["rejected"][i])]
+                if self._opts.judge_chosen:
+                    row_items.append(Item(prompt=batch["prompt"][i], answer=batch["chosen"][i]))
+                for item in row_items:
+                    item.prompt_text, item.answer_text  # noqa: B018 - checks the messages' shape
             except (TypeError, KeyError) as e:
                 out[col["error"]][i] = f"malformed messages: {type(e).__name__}: {e}"
                 continue
             rows.append(i)
-            items.extend([rej, cho] if self._opts.judge_chosen else [rej])
+            items.extend(row_items)
         per_row = 2 if self._opts.judge_chosen else 1
         judged = self.judge_items(items)
         categories = self._predict_categories(batch, rows, items[0::per_row])

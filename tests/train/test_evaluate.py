@@ -129,3 +129,33 @@ class TestGeneration:
         with pytest.raises(ConfigError, match="classifier judge rates harm, not refusal"):
             evaluate(trained_run, staged_dir, device="cpu", plots=False, prompts=prompts, prompt_kind="benign",
                      judge={"backend": "classifier", "model": str(tiny_classifier_dir)}, max_new_tokens=2)
+
+
+class TestJudgeVerdicts:
+    """Which rubric the judge answers and where each kind of prompt draws the line (levels 0-3)."""
+
+    @pytest.fixture
+    def fixed_levels(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        """The judge's most likely level per answer is the answer's digit; records the rubric asked."""
+        from sc_data.scorers.judge import JudgeScorer
+        from sc_data.scorers.judge_backends import Choice
+
+        asked: list[str] = []
+
+        def judge_items(self: JudgeScorer, items: list) -> list[Choice]:
+            asked.append(self._severity_q.template)
+            return [Choice(probs=np.eye(4)[int(item.answer_text)], method="fixed") for item in items]
+
+        monkeypatch.setattr(JudgeScorer, "judge_items", judge_items)
+        return asked
+
+    @pytest.mark.parametrize(("kind", "expected"), [("harmful", [False, True, True, True]), ("benign", [False, False, True, True])])
+    def test_threshold_and_rubric(self, fixed_levels: list[str], tiny_lm_dir: Path, kind: str, expected: list[bool]) -> None:
+        from sc_data.evaluate import judge_verdicts, refusal_rubric_path
+        from sc_data.scorers.judge import default_rubric_text
+
+        judge = {"backend": "local", "model": str(tiny_lm_dir), "device": "cpu", "max_length": 1400}
+        got = judge_verdicts(["q"] * 4, ["0", "1", "2", "3"], judge, kind=kind)
+        assert got == expected
+        rubric = Path(refusal_rubric_path()).read_text("utf-8") if kind == "benign" else default_rubric_text()
+        assert fixed_levels == [rubric]  # one call: only the answers, not an empty chosen turn
