@@ -113,6 +113,20 @@ class TestReading:
         assert run_module.noise_bound(d, se) == pytest.approx(math.sqrt((2 * math.sqrt(2) * se) ** 2 + (t975_2dof * sd / math.sqrt(3)) ** 2))
 
 
+def test_generation_resumes_with_the_same_answers(run_module, tiny_lm_dir, tmp_path):
+    import pyarrow as pa
+
+    cfg = run_module.load_config(None, [f"score.model={tiny_lm_dir}", "device=cpu", "score.generation_batch=2",
+                                        "score.similarity_max_new_tokens=3"])
+    table = pa.table({"prompt": [[{"role": "user", "content": f"Question {i}?"}] for i in range(5)]})
+    full = run_module.generate_unaligned(table, cfg, tmp_path / "a.jsonl")
+    assert len(full) == 5 and (tmp_path / "a.jsonl").read_text().count("\n") == 5
+    lines = (tmp_path / "a.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "b.jsonl").write_text("".join(lines[:3]) + lines[3][:2])  # crashed while writing batch 2
+    assert run_module.generate_unaligned(table, cfg, tmp_path / "b.jsonl") == full
+    assert (tmp_path / "b.jsonl").read_text() == (tmp_path / "a.jsonl").read_text()
+
+
 class TestPlan:
     def test_runs_and_equal_steps(self, run_module):
         cfg = run_module.load_config(RUN_PY.parent / "config.yaml", [])

@@ -1,6 +1,7 @@
 """Does the curriculum help? The Staged-Competence comparison (arXiv 2605.26315) at small scale.
 
-Pipeline, each step written to ``--work`` and skipped when its output exists:
+Pipeline, written to ``--work``; the preparation (steps 1-5) is cached whole in ``prep.json`` and,
+if interrupted, resumes (generated answers and scored parts are kept):
 
 1. ingest the paper's released pairs and draw ``data.train_pool`` of them (before scoring, so
    scoring stays cheap);
@@ -68,6 +69,7 @@ class DataSection(_Section):
 
 class ScoreSection(_Section):
     model: str = Field("smollm2-135m-instruct", description="π₀: generator, reference and the trained model.")
+    encoder: str = Field("all-minilm-l6-v2", description="Sentence encoder of the similarity signal (the paper: all-MiniLM-L6-v2).")
     signals: list[Literal["similarity", "ref_margin"]] = Field(default_factory=lambda: ["similarity", "ref_margin"], min_length=1)
     similarity_max_new_tokens: int = Field(32, ge=1, description="Answer length of the unaligned model (paper: 512).")
     similarity_temperature: float = Field(0.7, gt=0)
@@ -189,23 +191,35 @@ def _take(table: pa.Table, n: int, seed: int) -> pa.Table:
     return table.take(pa.array(rng.permutation(len(table))[: min(n, len(table))]))
 
 
-def generate_unaligned(table: pa.Table, cfg: ExperimentConfig) -> list[str]:
+def generate_unaligned(table: pa.Table, cfg: ExperimentConfig, log_path: Path) -> list[str]:
     """π₀'s sampled answer to every prompt, batched (the scorer's own path samples row by row).
 
-    Batching is ~10x faster on CPU; the answers stay seeded (per batch, from data.seed) but not
-    per row, which only matters for sharding/resuming the scorer, not for the difficulty signal.
+    Batching is ~10x faster on CPU; the answers stay seeded (per batch, from data.seed and the
+    batch's first row) but not per row. Each finished batch is appended to ``log_path`` (one JSON
+    string a line), so an interrupted preparation resumes at the next batch with the same answers.
     """
     import torch
 
     from sc_data.models import load_causal_lm
 
+    prompts = table.column("prompt").to_pylist()
+    bs = cfg.score.generation_batch
+    out: list[str] = []
+    if log_path.is_file():
+        for line in log_path.read_text("utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn last line: that batch is generated again
+        out = out[: len(out) // bs * bs]  # whole batches only, so the seeds line up
+        log_path.write_text("".join(json.dumps(a) + "\n" for a in out), "utf-8")
+        log(f"  resuming generation at {len(out)}/{len(prompts)}")
+    if len(out) >= len(prompts):
+        return out[: len(prompts)]
     model, tok, _ = load_causal_lm(cfg.score.model, device=cfg.device, dtype="float32")
     tok.padding_side = "left"
-    prompts = table.column("prompt").to_pylist()
-    out: list[str] = []
     device = next(model.parameters()).device
-    bs = cfg.score.generation_batch
-    for start in range(0, len(prompts), bs):
+    for start in range(len(out), len(prompts), bs):
         texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts[start : start + bs]]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False, truncation=True, max_length=512).to(device)
         torch.manual_seed(cfg.data.seed * 100003 + start)
@@ -214,7 +228,10 @@ def generate_unaligned(table: pa.Table, cfg: ExperimentConfig) -> list[str]:
                 **enc, do_sample=True, temperature=cfg.score.similarity_temperature, top_k=50, top_p=1.0,
                 max_new_tokens=cfg.score.similarity_max_new_tokens, pad_token_id=tok.pad_token_id,
             )
-        out += [t.strip() for t in tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)]
+        batch = [t.strip() for t in tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)]
+        with log_path.open("a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(a) + "\n" for a in batch))
+        out += batch
         log(f"  generated {len(out)}/{len(prompts)}")
     return out
 
@@ -238,7 +255,7 @@ def prepare(cfg: ExperimentConfig, args: argparse.Namespace, work: Path) -> dict
     pool = _take(pq.read_table(work / "paper.parquet"), cfg.data.train_pool, cfg.data.seed)
     if "similarity" in cfg.score.signals:
         t = time.time()
-        pool = pool.append_column(ANSWER_COLUMN, pa.array(generate_unaligned(pool, cfg), pa.string()))
+        pool = pool.append_column(ANSWER_COLUMN, pa.array(generate_unaligned(pool, cfg, work / "answers.jsonl"), pa.string()))
         info["timings_s"]["generate_unaligned"] = round(time.time() - t, 1)
     pq.write_table(pool, work / "pool.parquet")
 
@@ -246,11 +263,12 @@ def prepare(cfg: ExperimentConfig, args: argparse.Namespace, work: Path) -> dict
     options: dict[str, dict[str, Any]] = {
         "ref_margin": {"model": cfg.score.model, "device": cfg.device, "max_length": cfg.train.max_length,
                        "max_prompt_length": cfg.train.max_prompt_length},
-        "similarity": {"generated_column": ANSWER_COLUMN, "device": cfg.device,
+        "similarity": {"generated_column": ANSWER_COLUMN, "encoder": cfg.score.encoder, "device": cfg.device,
                        "max_new_tokens": cfg.score.similarity_max_new_tokens, "seed": cfg.data.seed},
     }
     signals = list(cfg.score.signals)
-    score(work / "pool.parquet", work / "scored.parquet", scorers=signals, options={s: options[s] for s in signals}, batch_size=50)
+    score(work / "pool.parquet", work / "scored.parquet", scorers=signals, options={s: options[s] for s in signals}, batch_size=50,
+          resume=True)  # an interrupted preparation keeps its scored parts
     info["timings_s"]["score"] = round(time.time() - t, 1)
 
     common = {"tiers": cfg.stage.tiers, "seed": cfg.stage.seed, "plots": False, "overwrite": True}
@@ -655,15 +673,28 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
         "",
         "## Still open: the GPU run",
         "",
-        "Three or more seeds, the full paper set, the paper's lengths and several epochs per stage, on one H100 "
-        "(SmolLM2 GGUF carried as README `/work/shared/gpu/README.md` describes; ≈ 100 steps/epoch at batch 32):",
+        "Three or more seeds, the full paper set, the paper's lengths and several epochs per stage, on one lent H100 "
+        "(≈ 100 steps/epoch at batch 32). Its calls carry at most 64 MiB and run at most 10 minutes, and the two models are "
+        "189 MB, so (untested: no GPU was lent to the sessions that wrote this):",
+        "",
+        "1. here: `python experiments/reproduce/carry.py split` (four bundles `.carry/1`…`.carry/4`, git-ignored) and "
+        "`pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl gguf==0.19.0`;",
+        "2. device calls 1–3, back to back (the machine keeps `/root` only while warm), each carrying `.carry/K`: "
+        "`mkdir -p /root/carry && cp -r .carry/K/. /root/carry/`;",
+        "3. call 4 carries `.carry/4` and `.whl`, joins the models and starts the sweep; later calls resume it (finished runs "
+        "are skipped; the work folder survives while the machine is warm, results come back through `$OUT` — copy them to "
+        "`experiments/reproduce/gpu/results/` here so a call on a fresh machine carries and skips them):",
         "",
         "```",
-        "python experiments/reproduce/run.py --config experiments/reproduce/config.yaml --work /root/repro --out /root/repro-out \\",
+        "cp -r .carry/4/. /root/carry/ && pip install -q --no-index --no-deps --target /tmp/site .whl/gguf-*.whl \\",
+        "  && export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 \\",
+        "  && SETS=$(python experiments/reproduce/carry.py assemble /root/carry /root/models) \\",
+        "  && timeout 560 python experiments/reproduce/run.py --work /root/repro --out experiments/reproduce/gpu $SETS \\",
         "  --set seeds=[0,1,2] --set threads=null --set data.train_pool=3969 --set data.ood_pairs=500 --set data.xstest_prompts=250 \\",
         "  --set score.similarity_max_new_tokens=512 --set score.generation_batch=64 --set train.effective_batch=32 \\",
         "  --set train.micro_batch=16 --set train.steps_per_stage=100 --set train.lr=5e-5 --set train.max_length=1024 \\",
-        "  --set train.max_prompt_length=512 --set eval.batch_size=32 --set eval.xstest_max_new_tokens=64",
+        "  --set train.max_prompt_length=512 --set eval.batch_size=32 --set eval.xstest_max_new_tokens=64; \\",
+        "  cp -r experiments/reproduce/gpu/. $OUT/",
         "```",
     ]
     path = out / "RESULTS.md"
