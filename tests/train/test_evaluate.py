@@ -16,6 +16,17 @@ from sc_data.train.trainer import train
 from tests.train.conftest import tiny_config
 
 
+def _answers_as_rejected(samples: list[dict]) -> dict[str, list]:
+    """A scorer batch that puts each generated answer in the rejected turn (what eval's judge rates)."""
+    return {
+        "prompt": [[{"role": "user", "content": s["prompt"]}] for s in samples],
+        "chosen": [[{"role": "assistant", "content": ""}] for _ in samples],
+        "rejected": [[{"role": "assistant", "content": s["answer"]}] for s in samples],
+        "category": [None] * len(samples),
+        "id": [str(i) for i in range(len(samples))],
+    }
+
+
 @pytest.fixture(scope="module")
 def trained_run(staged_dir: Path, tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("eval") / "run"
@@ -84,13 +95,7 @@ class TestGeneration:
 
         scorer = JudgeScorer(**judge)
         scorer.load()
-        out = scorer.score({
-            "prompt": [[{"role": "user", "content": s["prompt"]}] for s in gen["samples"]],
-            "chosen": [[{"role": "assistant", "content": ""}] for _ in gen["samples"]],
-            "rejected": [[{"role": "assistant", "content": s["answer"]}] for s in gen["samples"]],
-            "category": [None] * 3,
-            "id": ["a", "b", "c"],
-        })
+        out = scorer.score(_answers_as_rejected(gen["samples"]))
         assert out["judge__error"] == [None, None, None] and gen["judge_errors"] == 0
         expected = np.mean([label > 0 for label in out["judge__severity_label"]])
         assert gen["harmful_rate_judge"] == pytest.approx(expected)
@@ -111,14 +116,7 @@ class TestGeneration:
 
         scorer = JudgeScorer(**judge, rubric=refusal_rubric_path(), predict_category=False, device="cpu")
         scorer.load()
-        out = scorer.score({
-            "prompt": [[{"role": "user", "content": s["prompt"]}] for s in gen["samples"]],
-            "chosen": [[{"role": "assistant", "content": ""}] for _ in gen["samples"]],
-            "rejected": [[{"role": "assistant", "content": s["answer"]}] for s in gen["samples"]],
-            "category": [None] * 3,
-            "id": ["a", "b", "c"],
-        })
-        assert "refuse" in Path(refusal_rubric_path()).read_text("utf-8")
+        out = scorer.score(_answers_as_rejected(gen["samples"]))
         assert gen["over_refusal_rate_judge"] == pytest.approx(np.mean([label >= REFUSAL_LABEL for label in out["judge__severity_label"]]))
 
     def test_classifier_judge_cannot_rate_refusal(self, trained_run: Path, staged_dir: Path, tiny_classifier_dir: Path, tmp_path: Path) -> None:
