@@ -33,12 +33,14 @@ def sources(tmp_path: Path) -> dict[str, Path]:
     (folder / "model.safetensors").write_bytes(rng.bytes(7_000))
     (folder / "config.json").write_text('{"a": 1}')
     (folder / "sub" / "empty.txt").write_bytes(b"")
-    return {"smollm2-135m-instruct": gguf, "all-minilm-l6-v2": folder}
+    csv = tmp_path / "src" / "xstest.csv"
+    csv.write_text("id,prompt\n1,hi\n")
+    return {"smollm2-135m-instruct": gguf, "all-minilm-l6-v2": folder, "xstest": csv}
 
 
-def test_split_respects_limit_and_assembles_byte_identical(carry, sources, tmp_path):
+def test_split_respects_limit_and_assembles_byte_identical(carry, sources, tmp_path, capsys):
     bundles = carry.split(sources, tmp_path / ".carry", bundle_mib=4096 / carry.MIB)  # 4 KiB bundles
-    assert len(bundles) == 5  # 17,008 bytes in 4 KiB bundles
+    assert len(bundles) == 5  # 17,022 bytes in 4 KiB bundles
     for b in bundles:
         assert sum(p.stat().st_size for p in b.rglob("*") if p.is_file() and p.name != carry.MANIFEST) <= 4096
     parts = tmp_path / "machine" / "carry"
@@ -52,6 +54,11 @@ def test_split_respects_limit_and_assembles_byte_identical(carry, sources, tmp_p
     assert paths["smollm2-135m-instruct"].read_bytes() == sources["smollm2-135m-instruct"].read_bytes()
     for f in ("model.safetensors", "config.json", "sub/empty.txt"):
         assert (paths["all-minilm-l6-v2"] / f).read_bytes() == (sources["all-minilm-l6-v2"] / f).read_bytes()
+    assert paths["xstest"] == tmp_path / "models" / "xstest" / "xstest.csv" and paths["xstest"].read_text() == "id,prompt\n1,hi\n"
+    assert carry.main(["assemble", str(parts), str(tmp_path / "models2")]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == ["--set", f"score.model={tmp_path / 'models2' / 'smollm2-135m-instruct' / 'smol.gguf'}",
+                       "--set", f"score.encoder={tmp_path / 'models2' / 'all-minilm-l6-v2'}", "--xstest", str(tmp_path / "models2" / "xstest" / "xstest.csv")]
 
 
 def test_missing_bundle_and_corrupt_piece_are_refused(carry, sources, tmp_path):
@@ -75,8 +82,8 @@ def test_missing_bundle_and_corrupt_piece_are_refused(carry, sources, tmp_path):
     assert not (tmp_path / "models" / "smollm2-135m-instruct" / "smol.gguf").exists()
 
 
-def test_real_models_fit_in_four_calls(carry):
+def test_real_sources_fit_in_four_calls(carry):
     sizes = {name: (p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file()))
-             for name, p in carry.model_sources().items()}
-    assert set(sizes) == {"smollm2-135m-instruct", "all-minilm-l6-v2"}
+             for name, p in carry.sources().items()}
+    assert set(sizes) == set(carry.FLAGS)
     assert sum(sizes.values()) <= 4 * 60 * carry.MIB  # the module docstring promises .carry/1 .. .carry/4

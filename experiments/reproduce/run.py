@@ -674,22 +674,26 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
         "## Still open: the GPU run",
         "",
         "Three or more seeds, the full paper set, the paper's lengths and several epochs per stage, on one lent H100 "
-        "(≈ 100 steps/epoch at batch 32). Its calls carry at most 64 MiB and run at most 10 minutes, and the two models are "
-        "189 MB, so (untested: no GPU was lent to the sessions that wrote this):",
+        "(≈ 100 steps/epoch at batch 32). Its calls carry at most 64 MiB and run at most 10 minutes, the two models are "
+        "189 MB and `../shared/data` does not travel, so (untested: no GPU was lent to the sessions that wrote this):",
         "",
-        "1. here: `python experiments/reproduce/carry.py split` (four bundles `.carry/1`…`.carry/4`, git-ignored) and "
-        "`pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl gguf==0.19.0`;",
+        "1. here: `python experiments/reproduce/carry.py split` (models and data files in four bundles `.carry/1`…`.carry/4`, "
+        "git-ignored) and "
+        "the wheels the machine's image lacks (it has no pydantic): `pip download --no-deps --only-binary=:all: --python-version 3.12 "
+        "--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any -d .whl gguf==0.19.0 pydantic==2.14.3 "
+        "pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5`;",
         "2. device calls 1–3, back to back (the machine keeps `/root` only while warm), each carrying `.carry/K`: "
         "`mkdir -p /root/carry && cp -r .carry/K/. /root/carry/`;",
-        "3. call 4 carries `.carry/4` and `.whl`, joins the models and starts the sweep; later calls resume it (finished runs "
+        "3. call 4 carries `.carry/4` and `.whl`, joins the files (`assemble` prints the model and data arguments) and starts the "
+        "sweep; later calls, the same command, resume it (finished runs "
         "are skipped; the work folder survives while the machine is warm, results come back through `$OUT` — copy them to "
         "`experiments/reproduce/gpu/results/` here so a call on a fresh machine carries and skips them):",
         "",
         "```",
-        "cp -r .carry/4/. /root/carry/ && pip install -q --no-index --no-deps --target /tmp/site .whl/gguf-*.whl \\",
+        "cp -r .carry/4/. /root/carry/ && python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \\",
         "  && export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 \\",
-        "  && SETS=$(python experiments/reproduce/carry.py assemble /root/carry /root/models) \\",
-        "  && timeout 560 python experiments/reproduce/run.py --work /root/repro --out experiments/reproduce/gpu $SETS \\",
+        "  && SETS=$(python3 experiments/reproduce/carry.py assemble /root/carry /root/models) \\",
+        "  && timeout 560 python3 experiments/reproduce/run.py --work /root/repro --out experiments/reproduce/gpu $SETS \\",
         "  --set seeds=[0,1,2] --set threads=null --set data.train_pool=3969 --set data.ood_pairs=500 --set data.xstest_prompts=250 \\",
         "  --set score.similarity_max_new_tokens=512 --set score.generation_batch=64 --set train.effective_batch=32 \\",
         "  --set train.micro_batch=16 --set train.steps_per_stage=100 --set train.lr=5e-5 --set train.max_length=1024 \\",
