@@ -658,7 +658,7 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
         lines += ["", f"**Planned but not run yet ({len(missing)}):** " + ", ".join(f"`{m}`" for m in missing)
                   + ". The script is resumable: the same command runs only these (or name them with `--only`)."]
     lines += [""] + [f"![{p}]({p})" for p in plots]
-    lines += ["", "## Reading", ""] + _reading(results, deltas, se_eval, se_ood, cfg)
+    lines += ["", "## Reading", ""] + _reading(results, deltas, se_eval, se_ood, cfg, pi0["xstest"])
     lines += [
         "", "## Provenance", "",
         f"- Command: `{command}`",
@@ -756,7 +756,8 @@ def _verdict(diffs: np.ndarray, bound: float, ahead: str, behind: str) -> str:
     return "within noise" if abs(m) <= bound else (ahead if m > 0 else behind)
 
 
-def _reading(results: list[dict[str, Any]], deltas: list[list[float]], se_eval: float, se_ood: float, cfg: ExperimentConfig) -> list[str]:
+def _reading(results: list[dict[str, Any]], deltas: list[list[float]], se_eval: float, se_ood: float, cfg: ExperimentConfig,
+             pi0_xstest: dict[str, Any] | None = None) -> list[str]:
     """Facts computed from the table; the interpretation is limited to what they support."""
     out = []
     shuffled = [r for r in results if r["schedule"] == "shuffled" and r["budget"] == 1.0 and r["signal"] == cfg.main_signal]
@@ -770,7 +771,8 @@ def _reading(results: list[dict[str, Any]], deltas: list[list[float]], se_eval: 
         out.append(f"- Shuffled, eval accuracy by {cfg.main_signal} tier (easiest first): "
                    + " / ".join(f"{a:.2f}" for a in accs)
                    + f"; it {trend} with the tier, so at this scale the signal "
-                   + ("ranks" if trend == "falls" else "does not rank") + " pairs by how hard DPO finds them (tiers of ~20 pairs).")
+                   + ("ranks" if trend == "falls" else "does not rank") + " pairs by how hard DPO finds them (eval pairs per tier: "
+                   + " / ".join(str(shuffled[0]["eval_by_tier"][t]["n"]) for t in tiers) + ").")
     if deltas:
         d = np.asarray(deltas)
         for col, what, se in ((d[:, 0], "eval accuracy", se_eval), (d[:, 2], "OOD accuracy", se_ood)):
@@ -779,6 +781,23 @@ def _reading(results: list[dict[str, Any]], deltas: list[list[float]], se_eval: 
             out.append(f"- staged_competence − shuffled, {what}: mean {col.mean():+.3f} over {len(col)} seed(s){spread}; "
                        f"noise bound ±{bound:.3f} → {_verdict(col, bound, 'in favour of staged_competence', 'against staged_competence')}.")
     groups = _groups(results)
+    main_sc, main_sh = (f"{x} ({cfg.main_signal}, 100 % data)" for x in ("staged_competence", "shuffled"))
+    if main_sc in groups and main_sh in groups:
+        m_sc, m_sh = (np.mean([r["eval"]["margin"] for r in groups[g]]) for g in (main_sc, main_sh))
+        out.append(f"- Margin: staged_competence's mean eval margin is {m_sc:.2f} nats against shuffled's {m_sh:.2f} "
+                   f"(ratio {m_sc / m_sh:.2f}; the paper reports about 3×). Here the margin is h against π₀, summed over answer tokens, "
+                   "not the β-scaled reward against each stage's reference.")
+    strings = [r["xstest"]["over_refusal"] for r in results if r["xstest"].get("over_refusal_judge") is not None]
+    judged = [r["xstest"]["over_refusal_judge"] for r in results if r["xstest"].get("over_refusal_judge") is not None]
+    if judged:
+        before = (f" (π₀: {pi0_xstest['over_refusal']:.3f} / {pi0_xstest['over_refusal_judge']:.3f})"
+                  if pi0_xstest and pi0_xstest.get("over_refusal_judge") is not None else "")
+        out.append(f"- XSTest over-refusal over all {len(judged)} judged runs: refusal strings {np.mean(strings):.3f}, judge {np.mean(judged):.3f}"
+                   f"{before}; largest {max(strings):.2f} / {max(judged):.2f}. "
+                   + ("The judge flags far fewer refusals than the strings find, so the judge column says little about over-refusal here; "
+                      "the judge is π₀ itself, a 135M model that bench/RESULTS.md finds no better than chance as a harm judge."
+                      if np.mean(judged) < 0.5 * np.mean(strings) else
+                      "The two detectors agree on the level of over-refusal."))
 
     def paired(a: str, b: str, split: str) -> np.ndarray:
         ra, rb = ({r["seed"]: r for r in groups.get(g, [])} for g in (a, b))
