@@ -514,7 +514,7 @@ def plot(results: list[dict[str, Any]], out: Path, main_signal: str) -> list[str
         ax.axhline(0.5, color="grey", linewidth=0.8)
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel("eval accuracy vs π₀")
-        ax.legend(fontsize=7, title="tier (main signal)", title_fontsize=7)
+        ax.legend(fontsize=7, title="tier (main signal)", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()
         fig.savefig(out / "accuracy_by_tier.png", dpi=100)
         plt.close(fig)
@@ -825,6 +825,18 @@ def _reading(results: list[dict[str, Any]], deltas: list[list[float]], se_eval: 
                "not beyond the noise, so no signal is shown to be better here.")
             + " `ref_margin` costs one forward pass per pair; `similarity` a generation plus embeddings."
         )
+    if main_sh in groups and len(cfg.seeds) > 1:
+        steady = []
+        for name in groups:
+            for split in ses:
+                d = paired(name, main_sh, split)
+                if name != main_sh and len(d) == len(cfg.seeds) and (np.all(d > 0) or np.all(d < 0)):
+                    bound = noise_bound(d, ses[split])
+                    steady.append(f"{name} {'ahead' if d[0] > 0 else 'behind'} on {split} (mean {d.mean():+.3f}, ±{bound:.3f}: "
+                                  f"{_verdict(d, bound, 'beyond the noise', 'beyond the noise')})")
+        out.append(f"- Same sign in all {len(cfg.seeds)} seeds against shuffled: " + ("; ".join(steady) if steady else "none")
+                   + ". A steady sign over so few seeds is a lead for the GPU run rather than a finding: the seeds share one eval set, "
+                   "and `sequential` only varies the LoRA init, its data order being fixed.")
     pct = round(cfg.stage.budget * 100)
     base = f"shuffled ({cfg.main_signal}, 100 % data)"
     budget_runs = [f"{x} ({cfg.main_signal}, {pct} % data)" for x in ("shuffled", "staged_competence")]
@@ -853,8 +865,9 @@ def _reading(results: list[dict[str, Any]], deltas: list[list[float]], se_eval: 
             "disagreement with the paper is therefore NOT established by this run. What it does establish: the whole pipeline "
             "(ingest → score → stage → train × schedules → eval) runs end to end on the real model and data, and what each run costs.",
             "- The schedules differ in more than order in a run this short: with c(t) = sqrt(t/T) the hardest third of a stage "
-            "becomes eligible only after 4/9 of its steps, and curri_dpo/staged_competence restart the LR warm-up and move the "
-            f"reference {cfg.stage.tiers} times within {cfg.train.steps_per_stage * cfg.stage.tiers} steps. Which of these drives "
+            "becomes eligible only after 4/9 of its steps, and curri_dpo/staged_competence restart the LR warm-up and cosine decay "
+            "per stage (a warm-up's first step has lr 0, as in transformers' schedules, so their first step in each stage does "
+            f"not move the model) and move the reference {cfg.stage.tiers} times within {cfg.train.steps_per_stage * cfg.stage.tiers} steps. Which of these drives "
             "the differences above is not measured here.",
         ]
     return out
@@ -904,7 +917,9 @@ def main(argv: list[str] | None = None) -> int:
     names = {r.name for r in runs}
     results = [json.loads(p.read_text("utf-8")) for p in sorted(results_dir.glob("*.json")) if p.stem in names] if results_dir.is_dir() else []
     if results:
-        command = "python experiments/reproduce/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        given = list(argv if argv is not None else sys.argv[1:])
+        shown = [a for i, a in enumerate(given) if a != "--note" and (i == 0 or given[i - 1] != "--note")]
+        command = "python experiments/reproduce/run.py " + " ".join(shown) + (" --note … (the lines below)" if args.note else "")
         log(f"wrote {write_report(cfg, info, results, args.out, command, args.note)}")
     return 0
 
