@@ -82,8 +82,8 @@ def test_missing_bundle_and_corrupt_piece_are_refused(carry, sources, tmp_path):
     assert not (tmp_path / "models" / "smollm2-135m-instruct" / "smol.gguf").exists()
 
 
-def test_real_sources_fit_in_four_calls(carry):
+def test_real_sources_fit_in_four_calls(carry, shared_data):
     sizes = {name: (p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file()))
-             for name, p in carry.sources().items()}
+             for name, p in carry.sources(shared_data).items()}
     assert set(sizes) == set(carry.FLAGS)
     assert sum(sizes.values()) <= 4 * 60 * carry.MIB  # the module docstring promises .carry/1 .. .carry/4

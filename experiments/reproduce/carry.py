@@ -43,16 +43,15 @@ FLAGS = {"smollm2-135m-instruct": "--set score.model=", "all-minilm-l6-v2": "--s
          "paper-data": "--paper-data ", "ood-data": "--ood-data ", "xstest": "--xstest "}
 
 
-def sources() -> dict[str, Path]:
+def sources(data: Path = ROOT.parent / "shared" / "data") -> dict[str, Path]:
     """Name → file or folder of everything the experiment reads: the models of the installed
-    packages and run.py's default data files."""
+    packages and run.py's default data files under ``data``."""
     from sc_data.models import resolve_model_path
 
     out = {}
     for alias in ("smollm2-135m-instruct", "all-minilm-l6-v2"):
         ref = resolve_model_path(alias)
         out[alias] = Path(ref.path) / ref.gguf_file if ref.gguf_file else Path(ref.path)
-    data = ROOT.parent / "shared" / "data"
     out |= {"paper-data": data / "paper" / "hh_rlhf_clean_gpt.jsonl", "ood-data": data / "hh-rlhf" / "harmless-base-test.jsonl.gz",
             "xstest": data / "xstest" / "xstest_prompts.csv"}
     return out
@@ -134,12 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("split", help="cut the installed models into bundles under --out")
     s.add_argument("--out", type=Path, default=ROOT / ".carry")
     s.add_argument("--bundle-mib", type=float, default=60.0)
+    s.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="the shared data folder (run.py's inputs)")
     a = sub.add_parser("assemble", help="join the bundles' pieces (on the GPU machine)")
     a.add_argument("parts", type=Path)
     a.add_argument("to", type=Path)
     args = parser.parse_args(argv)
     if args.cmd == "split":
-        for b in split(sources(), args.out, bundle_mib=args.bundle_mib):
+        for b in split(sources(args.data), args.out, bundle_mib=args.bundle_mib):
             print(f"{b}  {sum(p.stat().st_size for p in b.rglob('*') if p.is_file()) / MIB:.1f} MiB")
         return 0
     paths = assemble(args.parts, args.to)
