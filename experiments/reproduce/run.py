@@ -652,7 +652,7 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
     if len(deltas) > 1:
         d = np.asarray(deltas)
         lines.append("| mean ± std | " + " | ".join(f"{m:+.3f} ± {sd:.3f}" for m, sd in zip(d.mean(0), d.std(0, ddof=1), strict=True)) + " | |")
-    lines += _paired_vs_shuffled(groups, by, cfg)
+    lines += _paired_vs_shuffled(groups, cfg)
     missing = [r.name for r in plan_runs(cfg) if r.name not in {x["name"] for x in results}]
     if missing:
         lines += ["", f"**Planned but not run yet ({len(missing)}):** " + ", ".join(f"`{m}`" for m in missing)
@@ -708,18 +708,24 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
     return path
 
 
-def _paired_vs_shuffled(groups: dict[str, list[dict[str, Any]]], by: dict[tuple, dict[str, Any]], cfg: ExperimentConfig) -> list[str]:
+def _paired(groups: dict[str, list[dict[str, Any]]], a: str, b: str, split: str) -> dict[int, float]:
+    """Seed → accuracy of run group ``a`` minus that of group ``b`` on ``split``, over the seeds both have."""
+    ra, rb = ({r["seed"]: r for r in groups.get(g, [])} for g in (a, b))
+    return {k: ra[k][split]["accuracy"] - rb[k][split]["accuracy"] for k in sorted(ra.keys() & rb.keys())}
+
+
+def _paired_vs_shuffled(groups: dict[str, list[dict[str, Any]]], cfg: ExperimentConfig) -> list[str]:
     """Every run group minus full-data shuffled of the same seed: per-seed Δ accuracy, then the mean."""
+    base = f"shuffled ({cfg.main_signal}, 100 % data)"
     out = ["", "### Paired differences per seed: every run − shuffled (main signal, full data) of the same seed", "",
            "Δ accuracy per seed, then their mean.", "",
            "| run | Δ eval acc | Δ OOD acc |", "|---|---|---|"]
-    for name, rs in groups.items():
-        if rs[0]["schedule"] == "shuffled" and rs[0]["budget"] == 1.0 and rs[0]["signal"] == cfg.main_signal:
+    for name in groups:
+        if name == base:
             continue
         cells = []
         for split in ("eval", "ood"):
-            ds = {r["seed"]: r[split]["accuracy"] - b[split]["accuracy"] for r in rs
-                  if (b := by.get(("shuffled", cfg.main_signal, 1.0, r["seed"]))) is not None}
+            ds = _paired(groups, name, base, split)
             cells.append(", ".join(f"s{k} {d:+.3f}" for k, d in sorted(ds.items()))
                          + (f" (mean {np.mean(list(ds.values())):+.3f})" if len(ds) > 1 else "") if ds else "–")
         out.append(f"| {name} | {cells[0]} | {cells[1]} |")
@@ -800,8 +806,7 @@ def _reading(results: list[dict[str, Any]], deltas: list[list[float]], se_eval: 
                       "The two detectors agree on the level of over-refusal."))
 
     def paired(a: str, b: str, split: str) -> np.ndarray:
-        ra, rb = ({r["seed"]: r for r in groups.get(g, [])} for g in (a, b))
-        return np.asarray([ra[k][split]["accuracy"] - rb[k][split]["accuracy"] for k in sorted(ra.keys() & rb.keys())])
+        return np.asarray(list(_paired(groups, a, b, split).values()))
 
     def mean_acc(name: str, split: str) -> float:
         return float(np.mean([r[split]["accuracy"] for r in groups[name]]))
