@@ -25,7 +25,12 @@ from pathlib import Path
 
 import torch
 
-from sc_data.logprob import PairTokenizer, TokenizedPair, pair_logprobs, reference_pair_logprobs
+from sc_data.models.logprob import (
+    PairTokenizer,
+    TokenizedPair,
+    pair_logprobs,
+    reference_pair_logprobs,
+)
 
 PEAK_FLOPS = 790e12
 
@@ -110,7 +115,7 @@ def bench_trl(model, tokenizer, rows: list[dict], batch_size: int) -> dict[str, 
 
 
 def cpu_mode(args: argparse.Namespace) -> dict:
-    from sc_data.models import load_causal_lm
+    from sc_data.models.loading import load_causal_lm
 
     data = Path(args.data)
     rows = [json.loads(line) for line in data.open(encoding="utf-8")][: args.pairs]

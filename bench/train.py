@@ -62,8 +62,8 @@ def _peak_mem(device: torch.device) -> float:
 
 
 def bench_ours(model_dir: str, rows: list[dict], args: argparse.Namespace, device: torch.device) -> dict:
-    from sc_data.logprob import PairTokenizer, TruncationConfig, pair_logprobs
-    from sc_data.models import load_causal_lm
+    from sc_data.models.loading import load_causal_lm
+    from sc_data.models.logprob import PairTokenizer, TruncationConfig, pair_logprobs
     from sc_data.train.config import LoraConfig
     from sc_data.train.losses import build_loss
     from sc_data.train.policy import PolicyPair

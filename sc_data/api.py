@@ -6,7 +6,7 @@ Example:
     >>> api.score("pairs.parquet", "scored.parquet", scorers=["ref_margin"])  # doctest: +SKIP
     >>> api.stage("scored.parquet", "staged/")                          # doctest: +SKIP
 
-The verbs live in modules named after them (``sc_data.ingest``, ``sc_data.stage``, ...), so on the
+The verbs live in modules named after them (``sc_data.ingest``, ``sc_data.stage.pipeline``, ...), so on the
 package itself a verb's name is its module once imported; this module holds the functions. They
 are imported on first use, so a user who only ingests never imports torch.
 """
@@ -19,15 +19,15 @@ from typing import Any
 _VERBS = {
     "ingest": "sc_data.ingest.pipeline",
     "inspect": "sc_data.inspect",
-    "score": "sc_data.score",
-    "stage": "sc_data.stage",
-    "export": "sc_data.export",
-    "verify": "sc_data.export",
-    "report": "sc_data.report",
+    "score": "sc_data.scorers.runner",
+    "stage": "sc_data.stage.pipeline",
+    "export": "sc_data.stage.export",
+    "verify": "sc_data.stage.export",
+    "report": "sc_data.stage.report",
     "publish": "sc_data.hub",
     "pull": "sc_data.hub",
     "train": "sc_data.train.trainer",
-    "evaluate": "sc_data.evaluate",
+    "evaluate": "sc_data.train.evaluate",
 }
 
 __all__ = sorted(_VERBS)

@@ -137,7 +137,7 @@ def publish(
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
-    from sc_data.export import verify
+    from sc_data.stage.export import verify
 
     validate_repo_id(repo_id)
     if revision is not None and _COMMIT_RE.match(revision):
@@ -197,7 +197,7 @@ def pull(
     """Download ``ORG/NAME[@REV]`` into ``output`` and verify it against its manifest.
 
     The download goes to a temporary sibling of ``output`` and is renamed into place only after
-    :func:`sc_data.export.verify` passes, so ``output`` either holds a complete verified dataset
+    :func:`sc_data.stage.export.verify` passes, so ``output`` either holds a complete verified dataset
     or does not exist. Hub-managed files (``.gitattributes``) are skipped; any other file the
     manifest does not list fails verification.
 
@@ -216,7 +216,7 @@ def pull(
     """
     from huggingface_hub import snapshot_download
 
-    from sc_data.export import verify
+    from sc_data.stage.export import verify
 
     ref = parse_repo_ref(repo_ref)
     out = Path(output)
@@ -269,7 +269,7 @@ def resolve_dataset(
     """
     from huggingface_hub import HfApi
 
-    from sc_data.export import verify
+    from sc_data.stage.export import verify
 
     local = Path(ref).expanduser()
     if local.exists():

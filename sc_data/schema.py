@@ -1,4 +1,4 @@
-"""The canonical pair record, built from ``schemas/*.json``, and the harm-category taxonomy.
+"""The canonical pair record, built from ``sc_data/schemas/*.json``, and the harm-category taxonomy.
 
 The JSON Schemas are the single source of truth: the Arrow schema every step writes is derived
 from ``pair.schema.json`` so the two can't drift. See DESIGN.md, "Canonical pair record".

@@ -6,7 +6,7 @@ bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 ruff check .
-python -c "import importlib, pkgutil, sc_data, sc_data_cli.main
+python -c "import importlib, pkgutil, sc_data, sc_data.cli.main
 for m in pkgutil.walk_packages(sc_data.__path__, 'sc_data.'): importlib.import_module(m.name)
 print('imported every sc_data module')"
 python -m pytest -q --timeout=1800 --durations=15 "$@"

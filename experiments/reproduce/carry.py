@@ -46,7 +46,7 @@ FLAGS = {"smollm2-135m-instruct": "--set score.model=", "all-minilm-l6-v2": "--s
 def sources(data: Path = ROOT.parent / "shared" / "data") -> dict[str, Path]:
     """Name → file or folder of everything the experiment reads: the models of the installed
     packages and run.py's default data files under ``data``."""
-    from sc_data.models import resolve_model_path
+    from sc_data.models.loading import resolve_model_path
 
     out = {}
     for alias in ("smollm2-135m-instruct", "all-minilm-l6-v2"):

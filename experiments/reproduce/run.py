@@ -200,7 +200,7 @@ def generate_unaligned(table: pa.Table, cfg: ExperimentConfig, log_path: Path) -
     """
     import torch
 
-    from sc_data.models import load_causal_lm
+    from sc_data.models.loading import load_causal_lm
 
     prompts = table.column("prompt").to_pylist()
     bs = cfg.score.generation_batch
@@ -240,8 +240,8 @@ def prepare(cfg: ExperimentConfig, args: argparse.Namespace, work: Path) -> dict
     """Steps 1-5 of the module docstring; returns (and caches) what the runs need."""
     from sc_data.ingest import ingest
     from sc_data.schema import normalised_prompt_key
-    from sc_data.score import score
-    from sc_data.stage import stage
+    from sc_data.scorers.runner import score
+    from sc_data.stage.pipeline import stage
 
     info_path = work / "prep.json"
     if info_path.is_file():
@@ -325,10 +325,10 @@ def _eval_sets(cfg: ExperimentConfig, work: Path) -> dict[str, pa.Table]:
 
 def measure_model(cfg: ExperimentConfig, model_ref: str, work: Path, info: dict[str, Any]) -> dict[str, Any]:
     """Summed answer log-probs on eval/OOD pairs and XSTest over-refusal of one model."""
-    from sc_data.evaluate import generate_answers, is_refusal, judge_verdicts
-    from sc_data.logprob import PairTokenizer, TruncationConfig
-    from sc_data.models import load_causal_lm
+    from sc_data.models.loading import load_causal_lm
+    from sc_data.models.logprob import PairTokenizer, TruncationConfig
     from sc_data.train.data import compute_logprobs, tokenize_table
+    from sc_data.train.evaluate import generate_answers, is_refusal, judge_verdicts
 
     model, tok, _ = load_causal_lm(model_ref, device=cfg.device, dtype="float32")
     pair_tok = PairTokenizer(tok, truncation=TruncationConfig(max_length=cfg.train.max_length, max_prompt_length=cfg.train.max_prompt_length))
@@ -594,7 +594,7 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
         f"their first user turn occurs (normalised) among the paper's prompts, {info['ood']['used']} drawn from the remaining "
         f"{info['ood']['kept_after_filter']}.",
         f"- XSTest: {info['xstest']['used']} of {info['xstest']['safe_total']} safe prompts (seed {cfg.data.seed}), greedy, "
-        f"{cfg.eval.xstest_max_new_tokens} new tokens, string-match refusal detector (`sc_data.evaluate.is_refusal`)"
+        f"{cfg.eval.xstest_max_new_tokens} new tokens, string-match refusal detector (`sc_data.train.evaluate.is_refusal`)"
         + (f" and the local judge (`{cfg.score.model}` = π₀, bundled refusal rubric, most likely level ≥ 2 = refusal)." if cfg.eval.judge else "."),
         f"- Training: sigmoid DPO β {cfg.train.beta}, {_method(cfg)}, "
         f"lr {cfg.train.lr:g} ({cfg.train.lr_schedule}, warm-up {cfg.train.warmup_ratio:.0%}, restarted per stage), effective batch "

@@ -281,7 +281,7 @@ def ingest(
 
 
 def _manifest(result: IngestResult, options: IngestOptions) -> dict[str, Any]:
-    """The ingest manifest (``schemas/manifest.schema.json``, kind ``pairs``)."""
+    """The ingest manifest (``sc_data/schemas/manifest.schema.json``, kind ``pairs``)."""
     files = []
     for path, rows in ((result.output, result.rows_out), (result.rejects, result.rows_rejected)):
         path = cast(Path, path)  # ingest() sets both

@@ -17,7 +17,7 @@ from sc_data.schema import category_names, map_categories, primary_category
 
 Messages = tuple[tuple[str, str], ...]
 
-#: Message roles the canonical schema allows (``schemas/pair.schema.json``).
+#: Message roles the canonical schema allows (``sc_data/schemas/pair.schema.json``).
 ROLES = frozenset({"system", "user", "assistant"})
 
 

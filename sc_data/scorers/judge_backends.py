@@ -137,7 +137,7 @@ class LocalBackend(_ModelBackend):
     method = "next_token_probs"
 
     def load(self) -> dict[str, Any]:
-        from sc_data.models import load_causal_lm
+        from sc_data.models.loading import load_causal_lm
 
         model, tokenizer, ref = load_causal_lm(self.model_name, **self._load_options())
         if not getattr(tokenizer, "chat_template", None):
@@ -319,7 +319,7 @@ class ClassifierBackend(_ModelBackend):
         self.label_map = label_map
 
     def load(self) -> dict[str, Any]:
-        from sc_data.models import load_sequence_classifier
+        from sc_data.models.loading import load_sequence_classifier
 
         model, tokenizer, ref = load_sequence_classifier(self.model_name, **self._load_options())
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]

@@ -1,7 +1,7 @@
 """``ref_margin``: how strongly a reference model already prefers the safe answer.
 
 margin = log pi_ref(chosen | prompt) - log pi_ref(rejected | prompt), summed over answer tokens and
-as a per-token mean, computed by the shared log-prob core (:mod:`sc_data.logprob`) so the trainer
+as a per-token mean, computed by the shared log-prob core (:mod:`sc_data.models.logprob`) so the trainer
 can reuse ``chosen_logp`` / ``rejected_logp`` as its first stage's reference log-probs. The
 difficulty column is the per-token-mean margin: the summed margin mostly tracks answer length
 (in the paper's set the rejected answer is the longer one in 66 % of pairs). Staged-Competence:
@@ -96,7 +96,7 @@ class RefMarginScorer(Scorer):
         """
         from pydantic import ValidationError
 
-        from sc_data.logprob import TruncationConfig
+        from sc_data.models.logprob import TruncationConfig
 
         try:
             RefMarginOptions(**self._public())
@@ -109,8 +109,8 @@ class RefMarginScorer(Scorer):
 
     def load(self) -> None:
         """Load the reference model in eval mode and build the pair tokenizer."""
-        from sc_data.logprob import PairTokenizer, TruncationConfig
-        from sc_data.models import load_causal_lm
+        from sc_data.models.loading import load_causal_lm
+        from sc_data.models.logprob import PairTokenizer, TruncationConfig
 
         self.validate()
         model, tokenizer, ref = load_causal_lm(
@@ -164,7 +164,7 @@ class RefMarginScorer(Scorer):
         """Score a batch: tokenise, length-sort, run the fast path in ``inference_mode``."""
         import torch
 
-        from sc_data.logprob import pair_logprobs
+        from sc_data.models.logprob import pair_logprobs
 
         n = len(batch["prompt"])
         out: dict[str, list[Any]] = {score_column(self.name, f): [None] * n for f in [*self.fields, "error"]}

@@ -188,7 +188,7 @@ class RewardGapScorer(Scorer):
 
     def load(self) -> None:
         """Load the reward model; check it has a single output logit."""
-        from sc_data.models import load_sequence_classifier
+        from sc_data.models.loading import load_sequence_classifier
 
         opts = self._options()
         model, tokenizer, ref = load_sequence_classifier(

@@ -155,7 +155,7 @@ class SimilarityScorer(Scorer):
 
     def load(self) -> None:
         """Load the encoder, and the generator unless answers come from ``generated_column``."""
-        from sc_data.models import load_causal_lm, load_sentence_encoder
+        from sc_data.models.loading import load_causal_lm, load_sentence_encoder
 
         opts = self.validate()
         self._refs: dict[str, Any] = {}

@@ -1,6 +1,6 @@
 """Training data: a staged dataset folder (or Hub ORG/NAME) → tables, tokenised pairs, log-probs.
 
-Tokenisation and log-probs go through the shared core (:mod:`sc_data.logprob`), so the trainer,
+Tokenisation and log-probs go through the shared core (:mod:`sc_data.models.logprob`), so the trainer,
 the ``ref_margin`` scorer and evaluation split prompt/answer and truncate identically, and the
 stored reference log-probs of the scorer can stand in for stage 0's reference pass.
 
@@ -60,7 +60,7 @@ def load_staged(ref: str | Path, *, verify: bool = True) -> StagedData:
 
     Args:
         ref: local folder or Hub reference.
-        verify: check shards against the manifest (``sc_data.export.verify``) before reading.
+        verify: check shards against the manifest (``sc_data.stage.export.verify``) before reading.
 
     Raises:
         InputError: not a staged folder, or no training tiers.
@@ -76,7 +76,7 @@ def load_staged(ref: str | Path, *, verify: bool = True) -> StagedData:
             "or pass the folder it wrote"
         )
     if verify:
-        from sc_data.export import verify as verify_folder
+        from sc_data.stage.export import verify as verify_folder
 
         verify_folder(root)
     manifest = json.loads(manifest_path.read_text("utf-8"))
@@ -146,7 +146,7 @@ def compute_logprobs(
     model: Any, pairs: Sequence[Any], indices: np.ndarray, *, micro_batch: int, pad_token_id: int | None
 ) -> LogProbTable:
     """Log-probs of ``pairs[indices]`` under ``model`` (no grad), batched by length."""
-    from sc_data.logprob import pair_logprobs
+    from sc_data.models.logprob import pair_logprobs
 
     n = len(indices)
     out = LogProbTable(torch.zeros(n), torch.zeros(n), torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long))

@@ -1,7 +1,7 @@
 """Preference losses: small modules returning per-example (loss, chosen_reward, rejected_reward).
 
 Every loss sees the summed answer log-probs of the policy and the reference (from the shared
-log-prob core, :mod:`sc_data.logprob`) and the answer lengths (IPO needs per-token means). The
+log-prob core, :mod:`sc_data.models.logprob`) and the answer lengths (IPO needs per-token means). The
 trainer reduces (mean over the batch); the losses never do, so Cat-DPO margins, per-category
 metrics and DDP slices all work on the same per-example values. Definitions follow TRL's
 ``DPOTrainer`` (trl 1.16) and torchtune's ``rlhf/loss/dpo.py``:

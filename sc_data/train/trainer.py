@@ -205,8 +205,8 @@ def train(
         >>> cfg = TrainConfig.from_dict({"model": {"name": "smollm2-135m-instruct"}})
         >>> train("staged/", "runs/sc", cfg)  # doctest: +SKIP
     """
-    from sc_data.logprob import PairTokenizer, TruncationConfig, pair_logprobs
-    from sc_data.models import load_causal_lm, resolve_device, resolve_dtype
+    from sc_data.models.loading import load_causal_lm, resolve_device, resolve_dtype
+    from sc_data.models.logprob import PairTokenizer, TruncationConfig, pair_logprobs
 
     # ---------------------------------------------------------------- setup
     output = Path(output)

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sc_data.export import ExportConfig, export
 from sc_data.schema import REJECT_SCHEMA, pair_id, pair_schema
+from sc_data.stage.export import ExportConfig, export
 from tests.hub.fake_hub import VALID_TOKEN, FakeHub
 
 PAPER_FILE = "paper/hh_rlhf_clean_gpt.jsonl"
@@ -117,5 +117,5 @@ def build_staged(folder: Path, rows: list[dict[str, str]], *, tiers: int = 2, dr
 
 @pytest.fixture
 def staged(tmp_path: Path, paper_rows: list[dict[str, str]]) -> Path:
-    """A staged folder (tiers 0 and 1, eval, rejects) written by sc_data.export."""
+    """A staged folder (tiers 0 and 1, eval, rejects) written by sc_data.stage.export."""
     return build_staged(tmp_path / "staged", paper_rows)

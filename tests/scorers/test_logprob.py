@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sc_data.errors import ConfigError
-from sc_data.logprob import (
+from sc_data.models.logprob import (
     FALLBACK_TEMPLATE,
     PairTokenizer,
     TruncationConfig,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sc_data.errors import ConfigError, ModelNotFoundError
-from sc_data.models import (
+from sc_data.models.loading import (
     BUILTIN_ALIASES,
     ModelRef,
     cache_dir,

@@ -19,8 +19,8 @@ import pytest
 from sc_data.errors import ConfigError
 from sc_data.io import write_json, write_parquet
 from sc_data.schema import load_json_schema
-from sc_data.score import parts_dir, score
 from sc_data.scorers.base import Scorer
+from sc_data.scorers.runner import parts_dir, score
 from tests.scorers.conftest import make_pairs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,7 +134,7 @@ class TestRun:
 SLOW_SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from sc_data.score import score
+    from sc_data.scorers.runner import score
     from tests.scorers.test_score_runner import LengthScorer
 
     class Slow(LengthScorer):

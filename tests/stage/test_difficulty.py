@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sc_data.difficulty import (
+from sc_data.errors import ConfigError
+from sc_data.stage.difficulty import (
     DifficultyColumn,
     compute_difficulty,
     grouped_percentile,
     resolve_columns,
 )
-from sc_data.errors import ConfigError
 from tests.stage.conftest import make_scored
 
 

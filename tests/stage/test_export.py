@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from sc_data.errors import ConfigError, VerifyError
-from sc_data.export import export, verify
-from sc_data.stage import plan, stage
+from sc_data.stage.export import export, verify
+from sc_data.stage.pipeline import plan, stage
 from tests.stage.conftest import make_scored
 
 N_ROWS = 120

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from sc_data.errors import InputError
-from sc_data.report import PLOT_NAMES, report, spearman_matrix
-from sc_data.stage import stage
+from sc_data.stage.pipeline import stage
+from sc_data.stage.report import PLOT_NAMES, report, spearman_matrix
 from tests.stage.conftest import make_scored
 
 

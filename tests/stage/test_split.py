@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sc_data.schema import normalised_prompt_key
-from sc_data.split import prompt_group_codes
+from sc_data.stage.split import prompt_group_codes
 
 
 class TestPromptGroups:

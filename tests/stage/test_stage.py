@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from sc_data.errors import ConfigError, InputError
 from sc_data.schema import normalised_prompt_key
-from sc_data.stage import StageConfig, assign, make_config, plan
-from sc_data.tiers import StagingWarning
+from sc_data.stage.pipeline import StageConfig, assign, make_config, plan
+from sc_data.stage.tiers import StagingWarning
 from tests.stage.conftest import make_scored
 
 

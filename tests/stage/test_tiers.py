@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sc_data.errors import ConfigError
-from sc_data.tiers import StagingWarning, Tierer, tiers_by_group
+from sc_data.stage.tiers import StagingWarning, Tierer, tiers_by_group
 
 
 class TestTierer:

@@ -36,7 +36,7 @@ def staged_table(n: int = 48, seed: int = 0) -> pa.Table:
 
 def write_staged(path: Path, n: int = 48, *, n_eval: int = 8, n_dev: int = 8, seed: int = 0) -> Path:
     """Write ``n`` pairs as a staged folder: eval and dev held out, the rest in 3 equal tiers."""
-    from sc_data.export import ExportConfig, export
+    from sc_data.stage.export import ExportConfig, export
 
     table = staged_table(n, seed)
     diff = np.asarray(table.column("difficulty").to_pylist())

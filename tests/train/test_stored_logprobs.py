@@ -21,8 +21,8 @@ def scored_staged(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
     from sc_data.io import write_parquet
     from sc_data.schema import pair_schema
-    from sc_data.score import score
-    from sc_data.stage import stage
+    from sc_data.scorers.runner import score
+    from sc_data.stage.pipeline import stage
     from tests.train.conftest import staged_table
 
     root = tmp_path_factory.mktemp("stored")
@@ -73,8 +73,8 @@ def test_not_reused_with_other_truncation(scored_staged: Path, tiny_lm_dir: Path
 
 
 def test_model_and_dtype_mismatch_refused(scored_staged: Path, tiny_lm_dir: Path) -> None:
-    from sc_data.logprob import PairTokenizer, TruncationConfig
-    from sc_data.models import load_causal_lm
+    from sc_data.models.loading import load_causal_lm
+    from sc_data.models.logprob import PairTokenizer, TruncationConfig
 
     _, tokenizer, ref = load_causal_lm(str(tiny_lm_dir), device="cpu", dtype="float32")
     template = PairTokenizer(tokenizer, truncation=TruncationConfig(max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT)).describe()

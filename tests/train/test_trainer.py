@@ -29,7 +29,7 @@ def _logits(model, ids):
 
 class TestReferenceUpdate:
     def test_full_finetune_reference_equals_policy_after_update(self, tiny_lm_dir: Path) -> None:
-        from sc_data.models import load_causal_lm
+        from sc_data.models.loading import load_causal_lm
 
         model, _, _ = load_causal_lm(str(tiny_lm_dir), device="cpu", dtype="float32")
         pair = PolicyPair(model, lora=LoraConfig(enabled=False), ref_dtype=torch.float32, adapter_seed=0)
@@ -44,7 +44,7 @@ class TestReferenceUpdate:
             assert torch.equal(r, p)
 
     def test_lora_merged_base_with_adapter_disabled_matches_policy(self, tiny_lm_dir: Path) -> None:
-        from sc_data.models import load_causal_lm
+        from sc_data.models.loading import load_causal_lm
 
         model, _, _ = load_causal_lm(str(tiny_lm_dir), device="cpu", dtype="float32")
         pair = PolicyPair(model, lora=LoraConfig(r=4, alpha=8), ref_dtype=torch.float32, adapter_seed=0)

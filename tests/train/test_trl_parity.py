@@ -21,7 +21,7 @@ def test_sigmoid_loss_matches_trl(staged_dir: Path, tiny_lm_dir: Path, tmp_path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from sc_data.logprob import PairTokenizer, TokenizedPair, TruncationConfig, pair_logprobs
+    from sc_data.models.logprob import PairTokenizer, TokenizedPair, TruncationConfig, pair_logprobs
     from sc_data.train.data import load_staged, tokenize_table
     from sc_data.train.losses import build_loss
     from tests.tiny_models import build_causal_lm

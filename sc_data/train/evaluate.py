@@ -95,7 +95,7 @@ def _read_prompts(path: Path) -> list[str]:
 @torch.no_grad()
 def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy answers to single-turn user prompts (chat template, left padding)."""
-    from sc_data.logprob import PairTokenizer
+    from sc_data.models.logprob import PairTokenizer
 
     template = PairTokenizer(tokenizer).template  # the log-prob core's, with its fallback
     tokenizer.padding_side = "left"
@@ -197,8 +197,8 @@ def evaluate(
     Raises:
         InputError: the run has no final model or the split is empty.
     """
-    from sc_data.logprob import PairTokenizer, TruncationConfig
-    from sc_data.models import load_causal_lm
+    from sc_data.models.loading import load_causal_lm
+    from sc_data.models.logprob import PairTokenizer, TruncationConfig
     from sc_data.train.config import TrainConfig
     from sc_data.train.data import compute_logprobs, load_staged, tokenize_table
 
@@ -265,7 +265,7 @@ def _plot(run: Path, results: dict[str, Any]) -> list[Path]:
     """Margins by step with stage boundaries (from metrics.jsonl) and accuracy by category."""
     from matplotlib.figure import Figure
 
-    from sc_data.report import save_png
+    from sc_data.stage.report import save_png
 
     written = []
     metrics_path = run / "metrics.jsonl"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
 import sc_data
+from sc_data.cli import eval, ingest, inspect, publish, report, score, stage, train, verify
 
 app = typer.Typer(
     name="sc-data",
@@ -18,20 +17,6 @@ app = typer.Typer(
     # Help texts write "[default: x]" literally; rich markup would swallow the brackets.
     rich_markup_mode=None,
 )
-
-#: Each module defines ``register(app)``, adding its command(s).
-COMMAND_MODULES = (
-    "ingest",
-    "inspect",
-    "publish",
-    "stage",
-    "verify",
-    "report",
-    "score",
-    "train",
-    "eval",
-)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -46,8 +31,8 @@ def _main(
     """Curate curriculum preference datasets for safety alignment and train on them."""
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"sc_data_cli.{_name}").register(app)
+for _module in (ingest, inspect, publish, stage, verify, report, score, train, eval):
+    _module.register(app)
 
 if __name__ == "__main__":
     app()

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sc_data_cli._common import JsonFlag, handle_errors, print_json, stdout
+
+from sc_data.cli._common import JsonFlag, handle_errors, print_json, stdout
 
 
 @handle_errors
@@ -25,7 +26,7 @@ def report_command(
 
       sc-data report staged/ -o plots/
     """
-    from sc_data.report import report
+    from sc_data.stage.report import report
 
     paths = report(path, output)
     if as_json:

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sc_data_cli._common import JsonFlag, handle_errors, print_json, stdout
+
+from sc_data.cli._common import JsonFlag, handle_errors, print_json, stdout
 
 
 @handle_errors
@@ -22,7 +23,7 @@ def verify_command(
 
       sc-data verify staged/ --json
     """
-    from sc_data.export import verify
+    from sc_data.stage.export import verify
 
     report = verify(path)
     if as_json:

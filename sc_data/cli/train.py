@@ -10,7 +10,8 @@ import typer
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sc_data_cli._common import (
+
+from sc_data.cli._common import (
     ConfigFile,
     JsonFlag,
     OutputDir,

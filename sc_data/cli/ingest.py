@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sc_data_cli._common import JsonFlag, OutputFile, handle_errors, print_json, stderr, stdout
 
+from sc_data.cli._common import JsonFlag, OutputFile, handle_errors, print_json, stderr, stdout
 from sc_data.ingest.config import FORMATS
 
 Format = Enum("Format", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from sc_data_cli._common import JsonFlag, handle_errors, print_json, stdout
+
+from sc_data.cli._common import JsonFlag, handle_errors, print_json, stdout
 
 
 def _fmt(value: Any) -> str:

@@ -10,7 +10,7 @@ The layout (DESIGN.md, "Staged dataset on disk") is also the Hub repo layout, so
     data/eval/test-00000-of-00001.parquet
     data/dev/dev-00000-of-00001.parquet       only with a dev split
     rejects.parquet                           rows left out, with the reason
-    plots/*.png                               from :mod:`sc_data.report`
+    plots/*.png                               from :mod:`sc_data.stage.report`
 
 Everything is written into a temporary folder beside the target and renamed into place at the
 end, so an interrupted export never leaves half a dataset under the target's name.
@@ -36,10 +36,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 import sc_data
-from sc_data.difficulty import category_codes
 from sc_data.errors import ConfigError, VerifyError
 from sc_data.io import sha256_file, write_json, write_parquet, write_text
 from sc_data.schema import SCHEMA_VERSION
+from sc_data.stage.difficulty import category_codes
 
 MANIFEST = "sc_manifest.json"
 CARD = "README.md"
@@ -195,7 +195,7 @@ def export(
         files.append(_file_entry(tmp, REJECTS, rejects.num_rows, kind="rejects"))
         plots: list[str] = []
         if config.plots:
-            from sc_data.report import plot_table
+            from sc_data.stage.report import plot_table
 
             kept = np.concatenate([np.asarray(v, dtype=np.int64) for v in parts.values()])
             cols = [c for c in table.column_names if "__" in c or c in ("difficulty", "tier", "split", "category")]

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
-from sc_data_cli._common import JsonFlag, OutputDir, handle_errors, print_json, stderr, stdout
+
+from sc_data.cli._common import JsonFlag, OutputDir, handle_errors, print_json, stderr, stdout
 
 PUBLISH_EXAMPLES = """Examples:
 

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.table import Table
-from sc_data_cli._common import (
+
+from sc_data.cli._common import (
     ConfigFile,
     JsonFlag,
     OutputDir,
@@ -18,7 +19,6 @@ from sc_data_cli._common import (
     stderr,
     stdout,
 )
-
 from sc_data.errors import ConfigError
 
 
@@ -109,7 +109,7 @@ def stage_command(
 
       sc-data stage scored.parquet -o staged/ --difficulty-column judge__severity:easier=2 --difficulty-column ref_margin__margin_mean
     """
-    from sc_data.stage import stage
+    from sc_data.stage.pipeline import stage
 
     given = {
         "strategy": strategy.value if strategy else None,

@@ -11,7 +11,8 @@ import typer
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sc_data_cli._common import (
+
+from sc_data.cli._common import (
     ConfigFile,
     JsonFlag,
     OutputFile,
@@ -20,7 +21,6 @@ from sc_data_cli._common import (
     stderr,
     stdout,
 )
-
 from sc_data.errors import ConfigError
 
 
@@ -42,8 +42,8 @@ def _parse_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
 
 def _model_options(scorers: list[str], model: str, options: dict[str, dict[str, Any]]) -> None:
     """Apply ``--model`` to every given scorer that takes a ``model`` option."""
-    from sc_data.score import _init_options
     from sc_data.scorers.base import get_scorer_class
+    from sc_data.scorers.runner import _init_options
 
     for name in scorers:
         if "model" in _init_options(get_scorer_class(name)):
@@ -111,7 +111,7 @@ def score_command(
 
       torchrun --nproc_per_node 2 $(which sc-data) score pairs.parquet -o scored.parquet -s ref_margin --resume
     """
-    from sc_data.score import score
+    from sc_data.scorers.runner import score
 
     names = list(scorer or [])
     options = _parse_options(list(option or []))
@@ -157,7 +157,7 @@ def scorers_command(as_json: JsonFlag = False) -> None:
 
       sc-data scorers --json
     """
-    from sc_data.score import describe_scorers
+    from sc_data.scorers.runner import describe_scorers
 
     info = describe_scorers()
     if as_json:

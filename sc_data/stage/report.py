@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sc_data.difficulty import category_codes, grouped_percentile
 from sc_data.errors import InputError
 from sc_data.io import atomic_path
+from sc_data.stage.difficulty import category_codes, grouped_percentile
 
 PLOT_NAMES = ("difficulty_histogram", "category_tier_heatmap", "score_correlation", "score_by_tier")
 

@@ -9,11 +9,11 @@ Order matters and is fixed (:func:`plan`): the eval split is held out first (str
 difficulty quartile and category, grouped by normalised prompt so no prompt sits on both sides),
 then the optional dev split (Cat-DPO's margin controller measures on it), then a budget that keeps
 the ``easiest`` / ``hardest`` end, then the tiers, then a ``uniform`` budget within each tier.
-The splits and budget live in :mod:`sc_data.split`, the tiering strategies in
-:mod:`sc_data.tiers`; this module holds the recipe, the order, and the I/O of :func:`stage`.
+The splits and budget live in :mod:`sc_data.stage.split`, the tiering strategies in
+:mod:`sc_data.stage.tiers`; this module holds the recipe, the order, and the I/O of :func:`stage`.
 
 Example:
-    >>> from sc_data.stage import StageConfig, assign
+    >>> from sc_data.stage.pipeline import StageConfig, assign
     >>> staged = assign(scored_table, StageConfig(tiers=3))  # doctest: +SKIP
     >>> staged.column_names[-3:]  # doctest: +SKIP
     ['difficulty', 'tier', 'split']
@@ -34,7 +34,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sc_data.difficulty import (
+from sc_data.errors import ConfigError, InputError, config_error
+from sc_data.io import sha256_file
+from sc_data.schema import REJECT_SCHEMA, validate_table
+from sc_data.stage.difficulty import (
     DifficultyColumn,
     Direction,
     MissingPolicy,
@@ -42,11 +45,8 @@ from sc_data.difficulty import (
     compute_difficulty,
     resolve_columns,
 )
-from sc_data.errors import ConfigError, InputError, config_error
-from sc_data.export import ExportConfig, export
-from sc_data.io import sha256_file
-from sc_data.schema import REJECT_SCHEMA, validate_table
-from sc_data.split import (
+from sc_data.stage.export import ExportConfig, export
+from sc_data.stage.split import (
     DEV,
     EVAL,
     SPLIT_NAMES,
@@ -56,7 +56,7 @@ from sc_data.split import (
     budget_within_tiers,
     prompt_group_codes,
 )
-from sc_data.tiers import StagingWarning, Strategy, Tierer, tiers_by_group
+from sc_data.stage.tiers import StagingWarning, Strategy, Tierer, tiers_by_group
 
 
 class StageConfig(BaseModel):
@@ -244,7 +244,7 @@ def plan(table: pa.Table, config: StageConfig | None = None, *, source: str = "<
 
     Raises:
         InputError: canonical columns missing. ConfigError: see :class:`StageConfig` and
-            :func:`sc_data.difficulty.resolve_columns`.
+            :func:`sc_data.stage.difficulty.resolve_columns`.
     """
     config = config or StageConfig()
     table = validate_table(table, where=source)
@@ -435,7 +435,7 @@ def stage(
         output: target folder; written beside and renamed into place at the end.
         config: the staging recipe (default: the paper's); ``options`` override its fields.
         overwrite: replace an existing ``output`` (atomically swapped at the end).
-        **options: :class:`StageConfig` fields and :class:`sc_data.export.ExportConfig` fields
+        **options: :class:`StageConfig` fields and :class:`sc_data.stage.export.ExportConfig` fields
             (``max_shard_rows``, ``row_group_rows``, ``plots``).
 
     Returns:

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sc_data_cli._common import JsonFlag, handle_errors, print_json, stderr, stdout
 
+from sc_data.cli._common import JsonFlag, handle_errors, print_json, stderr, stdout
 from sc_data.errors import ConfigError
 
 
@@ -47,7 +47,7 @@ def eval_command(
 
       sc-data eval runs/sc --data staged/ --prompts xstest.csv --prompt-kind benign --json
     """
-    from sc_data.evaluate import evaluate
+    from sc_data.train.evaluate import evaluate
 
     try:
         judge_options = json.loads(judge) if judge else None
