@@ -65,7 +65,8 @@ def make_table(n: int, seed: int = 0) -> pa.Table:
 def stage_only(scored: Path, out: Path, plots: bool) -> None:
     import sc_data.stage.export
     import sc_data.stage.report  # noqa: F401 - import matplotlib before the baseline
-    from sc_data.stage.pipeline import plan, read_scored, stage
+    from sc_data.stage.pipeline import read_scored, stage
+    from sc_data.stage.plan import plan
 
     page = resource.getpagesize()
     baseline = int(Path("/proc/self/statm").read_text().split()[1]) * page
@@ -104,7 +105,7 @@ def main() -> None:
     del table
     cmd = [sys.executable, __file__, "--stage-only", "--workdir", str(args.workdir)] + (["--no-plots"] if args.no_plots else [])
     child = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    from sc_data.stage.export import verify
+    from sc_data.stage.folder import verify
 
     t1 = time.perf_counter()
     verify(out)

@@ -22,7 +22,7 @@ _VERBS = {
     "score": "sc_data.scorers.runner",
     "stage": "sc_data.stage.pipeline",
     "export": "sc_data.stage.export",
-    "verify": "sc_data.stage.export",
+    "verify": "sc_data.stage.folder",
     "report": "sc_data.stage.report",
     "publish": "sc_data.hub",
     "pull": "sc_data.hub",

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sc_data.errors import HubError, InputError
+from sc_data.io import cache_dir as default_cache_dir
 from sc_data.io import sha256_file, temp_dir_beside
 
 #: Files the Hub itself manages in every repo; publish leaves them alone, pull skips them.
@@ -38,8 +39,6 @@ HUB_MANAGED = (".gitattributes",)
 RETRY_ATTEMPTS = 4
 #: ...waiting RETRY_BASE_S * 2**attempt seconds between tries (1, 2, 4 s by default).
 RETRY_BASE_S = 1.0
-#: Where resolve_dataset caches pulled datasets, unless SC_DATA_CACHE says otherwise.
-DEFAULT_CACHE = Path("~/.cache/sc-data")
 
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 _REPO_ID_RE = re.compile(rf"^{_PART}/{_PART}$")
@@ -137,7 +136,7 @@ def publish(
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
-    from sc_data.stage.export import verify
+    from sc_data.stage.folder import verify
 
     validate_repo_id(repo_id)
     if revision is not None and _COMMIT_RE.match(revision):
@@ -197,7 +196,7 @@ def pull(
     """Download ``ORG/NAME[@REV]`` into ``output`` and verify it against its manifest.
 
     The download goes to a temporary sibling of ``output`` and is renamed into place only after
-    :func:`sc_data.stage.export.verify` passes, so ``output`` either holds a complete verified dataset
+    :func:`sc_data.stage.folder.verify` passes, so ``output`` either holds a complete verified dataset
     or does not exist. Hub-managed files (``.gitattributes``) are skipped; any other file the
     manifest does not list fails verification.
 
@@ -216,7 +215,7 @@ def pull(
     """
     from huggingface_hub import snapshot_download
 
-    from sc_data.stage.export import verify
+    from sc_data.stage.folder import verify
 
     ref = parse_repo_ref(repo_ref)
     out = Path(output)
@@ -269,7 +268,7 @@ def resolve_dataset(
     """
     from huggingface_hub import HfApi
 
-    from sc_data.stage.export import verify
+    from sc_data.stage.folder import verify
 
     local = Path(ref).expanduser()
     if local.exists():
@@ -283,7 +282,7 @@ def resolve_dataset(
             f"{str(ref)!r} is neither an existing folder nor a Hub dataset reference ORG/NAME[@REV]; "
             "check the path, or name a Hub dataset like my-org/safety-curriculum@main."
         ) from None
-    root = Path(cache_dir or os.environ.get("SC_DATA_CACHE") or DEFAULT_CACHE).expanduser()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     commit = parsed.revision if parsed.revision and _COMMIT_RE.match(parsed.revision) else None
     if commit is None:
         api = HfApi(endpoint=endpoint, token=token)

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from sc_data.errors import InputError
 from sc_data.schema import SCORE_COLUMN_RE, normalised_prompt_key
+from sc_data.stage.folder import is_staged, shard_files
 
 PERCENTILES = (5, 50, 95)
 MESSAGE_COLUMNS = ("prompt", "chosen", "rejected")
@@ -37,9 +38,11 @@ def read_any(path: str | Path) -> pa.Table:
     """
     path = Path(path)
     if path.is_dir():
-        root = path / "data" if (path / "sc_manifest.json").exists() and (path / "data").is_dir() else path
-        files = sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
-        files = [p for p in files if not p.name.endswith("rejects.parquet")]
+        if is_staged(path):
+            files = shard_files(path)
+        else:
+            files = sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
+            files = [p for p in files if not p.name.endswith("rejects.parquet")]
         if not files:
             raise InputError(f"folder {path} holds no .parquet files; pass a pairs Parquet or a staged dataset folder")
     elif path.is_file():

@@ -20,6 +20,9 @@ import pyarrow.parquet as pq
 
 PARQUET_COMPRESSION = "zstd"
 
+#: Environment variable naming sc-data's cache root (converted models, judge replies, pulled datasets).
+CACHE_ENV = "SC_DATA_CACHE"
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -90,3 +93,9 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cache_dir(*parts: str) -> Path:
+    """A folder under sc-data's one cache root: ``$SC_DATA_CACHE``, else ``~/.cache/sc-data``."""
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sc-data").expanduser()
+    return root.joinpath(*parts)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from sc_data.stage.export import verify
+from sc_data.stage.folder import verify
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration

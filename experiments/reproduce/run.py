@@ -267,7 +267,7 @@ def prepare(cfg: ExperimentConfig, args: argparse.Namespace, work: Path) -> dict
                        "max_new_tokens": cfg.score.similarity_max_new_tokens, "seed": cfg.data.seed},
     }
     signals = list(cfg.score.signals)
-    score(work / "pool.parquet", work / "scored.parquet", scorers=signals, options={s: options[s] for s in signals}, batch_size=50,
+    score(work / "pool.parquet", work / "scored.parquet", scorers=signals, options={s: options[s] for s in signals}, part_rows=50,
           resume=True)  # an interrupted preparation keeps its scored parts
     info["timings_s"]["score"] = round(time.time() - t, 1)
 

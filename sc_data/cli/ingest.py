@@ -11,9 +11,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sc_data.cli._common import JsonFlag, OutputFile, handle_errors, print_json, stderr, stdout
-from sc_data.ingest.config import FORMATS
+from sc_data.ingest.formats import FORMAT_NAMES
 
-Format = Enum("Format", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]
+Format = Enum("Format", {name: name for name in FORMAT_NAMES}, type=str)  # type: ignore[misc]
 
 
 class Prefer(str, Enum):

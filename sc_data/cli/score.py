@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -21,32 +20,27 @@ from sc_data.cli._common import (
     stderr,
     stdout,
 )
+from sc_data.config import parse_assignments
 from sc_data.errors import ConfigError
+from sc_data.scorers.runner import DEFAULT_PART_ROWS, describe_scorers, score
 
 
-def _parse_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """``["ref_margin.max_length=512"]`` -> ``{"ref_margin": {"max_length": 512}}`` (values parsed as YAML)."""
+def _parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["ref_margin.max_length=512"]`` -> ``{"ref_margin": {"max_length": 512}}`` (values read as YAML)."""
     out: dict[str, dict[str, Any]] = {}
-    for item in pairs:
-        key, eq, raw = item.partition("=")
-        scorer, dot, name = key.partition(".")
-        if not (eq and dot and scorer and name):
-            raise ConfigError(f"--option {item!r} must look like SCORER.KEY=VALUE, e.g. ref_margin.max_length=512")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
+    parsed = parse_assignments(items, flag="--option", form="SCORER.KEY=VALUE", example="ref_margin.max_length=512", dotted=True)
+    for key, value in parsed.items():
+        scorer, _, name = key.partition(".")
         out.setdefault(scorer, {})[name] = value
     return out
 
 
 def _model_options(scorers: list[str], model: str, options: dict[str, dict[str, Any]]) -> None:
-    """Apply ``--model`` to every given scorer that takes a ``model`` option."""
+    """Apply ``--model`` to every given scorer that has a ``model`` option."""
     from sc_data.scorers.base import get_scorer_class
-    from sc_data.scorers.runner import _init_options
 
     for name in scorers:
-        if "model" in _init_options(get_scorer_class(name)):
+        if "model" in get_scorer_class(name).Options.model_fields:
             options.setdefault(name, {}).setdefault("model", model)
 
 
@@ -97,7 +91,7 @@ def score_command(
         list[str] | None, typer.Option("--option", metavar="SCORER.KEY=VALUE", help="Scorer option SCORER.KEY=VALUE, repeatable; wins over --config.")
     ] = None,
     config: ConfigFile = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per part file (the resume granularity).", min=1)] = 64,
+    part_rows: Annotated[int, typer.Option(help="Rows per part file (the resume granularity).", min=1)] = DEFAULT_PART_ROWS,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its part files.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -111,7 +105,6 @@ def score_command(
 
       torchrun --nproc_per_node 2 $(which sc-data) score pairs.parquet -o scored.parquet -s ref_margin --resume
     """
-    from sc_data.scorers.runner import score
 
     names = list(scorer or [])
     options = _parse_options(list(option or []))
@@ -122,9 +115,9 @@ def score_command(
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if rank0 and not as_json:
         with _RateProgress() as bar:
-            result = score(input, output, scorers=names, options=options, batch_size=batch_size, resume=resume, config_file=config, progress=bar)
+            result = score(input, output, scorers=names, options=options, part_rows=part_rows, resume=resume, config_file=config, progress=bar)
     else:
-        result = score(input, output, scorers=names, options=options, batch_size=batch_size, resume=resume, config_file=config)
+        result = score(input, output, scorers=names, options=options, part_rows=part_rows, resume=resume, config_file=config)
     if not rank0:
         return
     summary = {
@@ -157,8 +150,6 @@ def scorers_command(as_json: JsonFlag = False) -> None:
 
       sc-data scorers --json
     """
-    from sc_data.scorers.runner import describe_scorers
-
     info = describe_scorers()
     if as_json:
         print_json(info)

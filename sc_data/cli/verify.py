@@ -23,7 +23,7 @@ def verify_command(
 
       sc-data verify staged/ --json
     """
-    from sc_data.stage.export import verify
+    from sc_data.stage.folder import verify
 
     report = verify(path)
     if as_json:

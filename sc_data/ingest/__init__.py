@@ -1,9 +1,11 @@
 """Ingest: raw preference data -> the canonical pairs table, with every bad row accounted for.
 
-One module per concern: ``readers`` (files, folders, Hub names), ``detect`` (which layout),
-``hh_rlhf`` / ``pku`` / ``trl`` / ``mapped`` (one converter per source layout), ``validate`` (row
-checks and the content id), ``arrow`` (columnar batch building), ``pipeline`` (the loop and the
-written outputs). See DESIGN.md, "Canonical pair record" and "Source formats".
+One module per concern: ``readers`` (files, folders, Hub names), ``formats`` (the registry of
+layouts: required columns, detection rule, converter, licence), ``hh_rlhf`` / ``pku`` / ``trl`` /
+``mapped`` (one converter per source layout), ``validate`` (row checks and the content id),
+``convert`` (one batch: convert, validate, deduplicate), ``arrow`` (columnar batch building),
+``parallel`` (fork workers for large files), ``pipeline`` (the loop and the written outputs).
+See docs/ARCHITECTURE.md, "The canonical record".
 
 Example:
     >>> from sc_data.ingest import ingest
@@ -15,7 +17,6 @@ Example:
 from __future__ import annotations
 
 from sc_data.ingest.config import (
-    FORMATS,
     MAPPABLE_COLUMNS,
     IngestOptions,
     IngestResult,
@@ -23,10 +24,11 @@ from sc_data.ingest.config import (
     make_options,
     parse_column_map,
 )
+from sc_data.ingest.formats import FORMAT_NAMES
 from sc_data.ingest.pipeline import ingest, ingest_tables
 
 __all__ = [
-    "FORMATS",
+    "FORMAT_NAMES",
     "MAPPABLE_COLUMNS",
     "IngestOptions",
     "IngestResult",

@@ -14,9 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sc_data.errors import ConfigError, config_error
-
-Format = Literal["auto", "hh-rlhf", "paper", "pku-saferlhf", "trl", "mapped"]
-FORMATS: tuple[str, ...] = ("auto", "hh-rlhf", "paper", "pku-saferlhf", "trl", "mapped")
+from sc_data.ingest.formats import FORMAT_NAMES
 
 #: Canonical columns a ``column_map`` may fill: source column names are looked up under these.
 MAPPABLE_COLUMNS: tuple[str, ...] = (
@@ -32,8 +30,8 @@ class IngestOptions(BaseModel):
     """How raw rows become canonical pairs.
 
     Attributes:
-        format: source layout; ``auto`` detects it per input from its columns (DESIGN.md,
-            "Source formats"). ``mapped`` needs ``column_map``.
+        format: source layout, one of :data:`sc_data.ingest.formats.FORMAT_NAMES`; ``auto``
+            detects it per input from its columns. ``mapped`` needs ``column_map``.
         column_map: canonical column -> source column, e.g. ``{"prompt": "question"}``. Keys are
             among :data:`MAPPABLE_COLUMNS`. With ``format="auto"`` a map implies ``mapped``.
         prefer: PKU-SafeRLHF only: which label picks the chosen answer, ``safer_response_id``
@@ -48,12 +46,19 @@ class IngestOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Format = "auto"
+    format: str = "auto"
     column_map: dict[str, str] | None = None
     prefer: Literal["safer", "better"] = "safer"
     safety_pairs: Literal["drop", "flag", "keep"] = "drop"
     dedup: bool = False
     max_chars: int = Field(DEFAULT_MAX_CHARS, gt=0)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMAT_NAMES:
+            raise ValueError(f"unknown format {value!r}; valid formats: {list(FORMAT_NAMES)}")
+        return value
 
     @field_validator("column_map")
     @classmethod

@@ -28,6 +28,9 @@ from typing import Any
 
 from sc_data.ingest.rows import Converter, Messages, Pair, RowError, require, source_id
 
+#: Anthropic's HH-RLHF, and the paper's release derived from it, are MIT-licensed.
+LICENSE = "MIT"
+
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
 _MARKER = re.compile(r"\n\n(Human|Assistant):")

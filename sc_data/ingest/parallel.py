@@ -23,6 +23,8 @@ from typing import Any
 import pyarrow as pa
 
 from sc_data.ingest.config import IngestOptions
+from sc_data.ingest.convert import convert_batch
+from sc_data.ingest.formats import make_converter
 from sc_data.ingest.readers import DEFAULT_BATCH, _jsonl_batches
 
 MIN_PARALLEL_BYTES = 64 * 2**20
@@ -68,8 +70,6 @@ def chunk_bounds(path: Path, chunk_bytes: int | None = None) -> list[tuple[int, 
 
 def _parse_chunk(args: tuple[str, int, int, str, str, IngestOptions]) -> ChunkResult:
     """Worker: parse one byte range; line numbers are 1-based within the range."""
-    from sc_data.ingest.pipeline import convert_batch, make_converter
-
     gc.disable()  # as in the parent's loop: acyclic short-lived rows, freed by refcounting
     path, start, end, fmt, source_name, options = args
     with open(path, "rb") as fh:

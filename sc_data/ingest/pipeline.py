@@ -13,85 +13,39 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import sc_data
 from sc_data.errors import InputError
-from sc_data.ingest import detect, hh_rlhf, mapped, parallel, pku, trl
-from sc_data.ingest.arrow import pairs_to_batch, raw_excerpt, rejects_to_table
+from sc_data.ingest import parallel
+from sc_data.ingest.arrow import rejects_to_table
 from sc_data.ingest.config import IngestOptions, IngestResult, InputReport, make_options
+from sc_data.ingest.convert import Reject, convert_batch
+from sc_data.ingest.formats import check_columns, detect_format, get_format, make_converter
 from sc_data.ingest.readers import RawBatch, Source, resolve
-from sc_data.ingest.rows import Converter, RowError
-from sc_data.ingest.validate import validate
-from sc_data.io import PARQUET_COMPRESSION, atomic_path, sha256_file, write_json
-from sc_data.schema import REJECT_SCHEMA, SCHEMA_VERSION, empty_pairs_table, pair_schema
+from sc_data.ingest.rows import Converter
+from sc_data.io import PARQUET_COMPRESSION, atomic_path
+from sc_data.manifest import file_entry, manifest_path, new_manifest, write_manifest
+from sc_data.schema import REJECT_SCHEMA, empty_pairs_table, pair_schema
 
 Progress = Callable[[int], None]
 #: One thread each: hashing inputs and writing Parquet run beside the (GIL-bound) row loop.
 _BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sc-ingest-hash")
 _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sc-ingest-write")
 
-#: (source_file, line, field, reason, raw): one row of the rejects file (``REJECT_SCHEMA``).
-Reject = tuple[str, int | None, str | None, str, str | None]
-
-
-def make_converter(fmt: str, source: str, options: IngestOptions) -> Converter:
-    """The row converter of one layout, bound to the input's name and the options."""
-    if fmt == "hh-rlhf":
-        return hh_rlhf.make_hh_converter(source)
-    if fmt == "paper":
-        return hh_rlhf.make_paper_converter(source)
-    if fmt == "pku-saferlhf":
-        return pku.make_converter(source, prefer=options.prefer, safety_pairs=options.safety_pairs)
-    if fmt == "mapped":
-        return mapped.make_converter(source, options.column_map or {})
-    return trl.make_converter(source)
-
-
-def convert_batch(
-    batch: RawBatch, convert: Converter, options: IngestOptions, seen: set[str] | None, where: str
-) -> tuple[pa.RecordBatch | None, list[Reject]]:
-    """Convert and validate one raw batch: (canonical batch or None if no row survived, rejects).
-
-    ``seen`` holds the ids kept so far when deduplicating (None otherwise); ``where`` is the
-    input as the user named it, recorded in each reject.
-    """
-    pairs, ids = [], []
-    rejects: list[Reject] = [(where, line, fld, reason, raw_excerpt(raw)) for line, fld, reason, raw in batch.rejects]
-    max_chars = options.max_chars
-    for row, line in zip(batch.rows, batch.lines, strict=True):
-        try:
-            pair = convert(row)
-            pid = validate(pair, max_chars)
-        except RowError as e:
-            rejects.append((where, line, e.field, e.reason, raw_excerpt(row)))
-            continue
-        if seen is not None:
-            if pid in seen:
-                rejects.append((where, line, "id", "duplicate", raw_excerpt(row)))
-                continue
-            seen.add(pid)
-        pairs.append(pair)
-        ids.append(pid)
-    if batch.rejects:
-        rejects.sort(key=lambda r: r[1])  # parse failures were listed first: back to file order
-    return (pairs_to_batch(pairs, ids) if pairs else None), rejects
 
 
 def _format_of(rows: list[dict[str, Any]], source: Source, options: IngestOptions, report: InputReport) -> str:
     """The input's layout (given or detected), checked against its columns; recorded in ``report``."""
     fmt = options.format
     if fmt == "auto":
-        fmt = detect.detect_format(rows, where=source.spec, column_map=options.column_map)
-    detect.check_columns(rows, fmt, where=source.spec, column_map=options.column_map)
+        fmt = detect_format(rows, where=source.spec, column_map=options.column_map)
+    check_columns(rows, fmt, where=source.spec, column_map=options.column_map)
     report.format = fmt
-    if fmt == "pku-saferlhf":
-        report.license = pku.LICENSE
+    report.license = get_format(fmt).license
     return fmt
 
 
@@ -246,7 +200,7 @@ def ingest(
     started = time.perf_counter()
     output = Path(output)
     rejects_path = Path(rejects) if rejects else output.with_name(f"{output.stem}.rejects.parquet")
-    manifest_path = output.with_name(f"{output.stem}.manifest.json")
+    manifest = manifest_path(output)
     reports: list[InputReport] = []
     by_reason: Counter[str] = Counter()
     pending: deque[Future[None]] = deque()
@@ -268,7 +222,7 @@ def ingest(
     result = IngestResult(
         output=output,
         rejects=rejects_path,
-        manifest=manifest_path,
+        manifest=manifest,
         rows_in=sum(r.rows_in for r in reports),
         rows_out=sum(r.rows_out for r in reports),
         rows_rejected=sum(r.rows_rejected for r in reports),
@@ -276,29 +230,26 @@ def ingest(
         inputs=reports,
         seconds=time.perf_counter() - started,
     )
-    write_json(_manifest(result, opts), manifest_path)
+    write_manifest(_manifest(result, opts), manifest)
     return result
 
 
 def _manifest(result: IngestResult, options: IngestOptions) -> dict[str, Any]:
     """The ingest manifest (``sc_data/schemas/manifest.schema.json``, kind ``pairs``)."""
-    files = []
-    for path, rows in ((result.output, result.rows_out), (result.rejects, result.rows_rejected)):
-        path = cast(Path, path)  # ingest() sets both
-        files.append({"path": path.name, "rows": rows, "sha256": sha256_file(path), "bytes": path.stat().st_size})
-    return {
-        "sc_data_version": sc_data.__version__,
-        "schema_version": SCHEMA_VERSION,
-        "kind": "pairs",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "inputs": [r.to_dict() for r in result.inputs],
-        "recipe": {"step": "ingest", **options.model_dump()},
-        "licenses": sorted({r.license for r in result.inputs if r.license}),
-        "counts": {
+    output, rejects = cast(Path, result.output), cast(Path, result.rejects)  # ingest() sets both
+    return new_manifest(
+        "pairs",
+        inputs=[r.to_dict() for r in result.inputs],
+        recipe={"step": "ingest", **options.model_dump()},
+        counts={
             "rows_in": result.rows_in,
             "rows_out": result.rows_out,
             "rows_rejected": result.rows_rejected,
             "by_reason": dict(sorted(result.by_reason.items())),
         },
-        "files": files,
-    }
+        files=[
+            file_entry(output.parent, output.name, result.rows_out),
+            file_entry(rejects.parent, rejects.name, result.rows_rejected),
+        ],
+        licenses=sorted({r.license for r in result.inputs if r.license}),
+    )

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from sc_data.errors import ConfigError, ModelNotFoundError
-from sc_data.io import sha256_file, temp_dir_beside
+from sc_data.io import cache_dir, sha256_file, temp_dir_beside
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
-CACHE_ENV = "SC_DATA_CACHE"
 CHATML_END = "<|im_end|>"
 CHATML_START = "<|im_start|>"
 
@@ -150,11 +149,6 @@ def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
         on_cuda = torch.device(device).type == "cuda"
         return torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
     return getattr(torch, dtype)
-
-
-def cache_dir() -> Path:
-    """Root of sc-data's own cache (``$SC_DATA_CACHE`` or ``~/.cache/sc-data``)."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sc-data")
 
 
 @functools.cache
@@ -310,7 +304,7 @@ def _fix_chatml_special_tokens(tokenizer: Any, model: Any) -> None:
 
 def _gguf_cache_folder(ref: ModelRef) -> Path:
     stem = Path(ref.gguf_file or "model").stem.lower().replace(".", "-")
-    return cache_dir() / "models" / f"{stem}-{(ref.sha256 or 'nohash')[:16]}"
+    return cache_dir("models") / f"{stem}-{(ref.sha256 or 'nohash')[:16]}"
 
 
 def _materialise_gguf(ref: ModelRef, trust_remote_code: bool) -> Path:

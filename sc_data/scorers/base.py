@@ -5,14 +5,28 @@ its output columns and its one difficulty column with a direction up front, so t
 check wiring (and ``difficulty.py`` can rank) before any model loads. Third-party scorers register
 through the entry-point group ``sc_data.scorers``; see ``examples/`` for a plugin.
 
+A scorer's options are declared once, as one pydantic model attached to the class (``Options``,
+like a distilabel step's fields or scikit-learn's parameter constraints): type, range, default and
+meaning of each. ``__init__`` stores what it is given unchanged (defaults filled in), so a scorer is
+cheap to build and to describe; :meth:`Scorer.validate` checks the options against the model
+before anything loads, and every error is worded by :func:`sc_data.errors.config_error`.
+
 Example:
+    >>> from typing import Literal
+    >>> from pydantic import Field
     >>> class Length(Scorer):
+    ...     class Options(ScorerOptions):
+    ...         unit: Literal["chars", "words"] = Field("chars", description="What to count.")
     ...     name = "length"
-    ...     fields = {"chars": "float64"}
-    ...     difficulty_field = "chars"
+    ...     fields = {"size": "float64"}
+    ...     difficulty_field = "size"
     ...     direction = "larger_is_harder"
+    ...     needs_model = False
     ...     def score(self, batch):
-    ...         return {"length__chars": [float(len(r[-1]["content"])) for r in batch["rejected"]]}
+    ...         count = len if self.unit == "chars" else (lambda t: len(t.split()))
+    ...         return {"length__size": [float(count(r[-1]["content"])) for r in batch["rejected"]]}
+    >>> Length(unit="words").score({"rejected": [[{"role": "assistant", "content": "no way"}]]})
+    {'length__size': [2.0]}
 """
 
 from __future__ import annotations
@@ -23,8 +37,9 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sc_data.errors import ConfigError
+from sc_data.errors import ConfigError, config_error
 from sc_data.schema import score_column
 
 Direction = Literal["larger_is_easier", "larger_is_harder"]
@@ -37,12 +52,19 @@ ENTRY_POINT_GROUP = "sc_data.scorers"
 _ARROW_TYPES = {"float64": pa.float64(), "int64": pa.int64(), "string": pa.string(), "bool": pa.bool_()}
 
 
+class ScorerOptions(BaseModel):
+    """Base of every scorer's ``Options``: unknown keys fail, each field says its range and default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Scorer(abc.ABC):
     """Base class of difficulty scorers.
 
-    Subclasses set the class attributes and implement :meth:`score`. ``__init__`` takes the
-    scorer's options as keyword arguments and stores them unchanged; work (loading models)
-    happens in :meth:`load`.
+    Subclasses set the class attributes, declare their options as a nested ``Options`` model
+    (a :class:`ScorerOptions`) and implement :meth:`score`. ``Scorer(**options)`` stores the
+    options unchanged as attributes (defaults filled in) and does no work; :meth:`validate`
+    checks them, :meth:`load` loads models.
 
     Class attributes:
         name: registry name and column prefix, lower snake case.
@@ -51,13 +73,48 @@ class Scorer(abc.ABC):
         difficulty_field: the one field ``difficulty.py`` ranks by default.
         direction: whether a larger difficulty value means easier or harder.
         needs_model: whether :meth:`load` loads a model (capability, not an isinstance check).
+        Options: the scorer's options model.
     """
 
+    Options: ClassVar[type[ScorerOptions]] = ScorerOptions
     name: ClassVar[str]
     fields: ClassVar[dict[str, str]]
     difficulty_field: ClassVar[str]
     direction: ClassVar[Direction]
     needs_model: ClassVar[bool] = True
+
+    def __init__(self, **options: Any) -> None:
+        """Store ``options`` unchanged, every other option at its default.
+
+        Raises:
+            ConfigError: a name that is not an option of this scorer (the valid ones are listed).
+        """
+        valid = self.Options.model_fields
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown option(s) {unknown} for scorer {self.name!r}; valid options: {sorted(valid)}")
+        for key, spec in valid.items():
+            setattr(self, key, options[key] if key in options else spec.get_default(call_default_factory=True))
+
+    def options(self) -> dict[str, Any]:
+        """The options as stored, not yet validated: the public attributes (private ones hold loaded state)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def validate(self) -> ScorerOptions:
+        """Check the options without loading anything; the runner calls it before any model loads.
+
+        Returns:
+            The validated options.
+
+        Raises:
+            ConfigError: an option out of range or not a valid choice, worded as
+                ``invalid <scorer> option(s): key=value: problem``.
+        """
+        declared = {k: v for k, v in self.options().items() if k in self.Options.model_fields}
+        try:
+            return self.Options(**declared)
+        except ValidationError as e:
+            raise config_error(f"{self.name} option(s)", e, hint="Fix the value(s) or drop the option(s).") from None
 
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load models and other heavy state. Called once before the first :meth:`score`."""
@@ -76,8 +133,8 @@ class Scorer(abc.ABC):
         """
 
     def config(self) -> dict[str, Any]:
-        """The scorer's resolved options, for the manifest (never secrets)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        """What the manifest records: the options and, once loaded, what was loaded (never secrets)."""
+        return self.options()
 
     @classmethod
     def output_columns(cls) -> dict[str, pa.DataType]:

@@ -40,14 +40,15 @@ import hashlib
 import string
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from sc_data.errors import ConfigError, config_error
+from sc_data.errors import ConfigError
+from sc_data.models.loading import Device, DType
 from sc_data.schema import category_names, taxonomy
-from sc_data.scorers.base import Batch, Scorer
+from sc_data.scorers.base import Batch, Scorer, ScorerOptions
 from sc_data.scorers.judge_backends import (
     Choice,
     ClassifierBackend,
@@ -85,90 +86,84 @@ def category_question() -> Question:
     return Question(template=template, labels=letters)
 
 
-class JudgeOptions(BaseModel):
-    """Options of :class:`JudgeScorer`; each says which backend it applies to."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    backend: Literal["local", "classifier", "openai"] = Field("local", description="Who judges.")
-    model: str | None = Field(
-        None,
-        description=f"local: instruct LM (default {DEFAULT_LOCAL_MODEL}); classifier: the classifier; openai: model name.",
-    )
-    rubric: str | None = Field(
-        None, description="Rubric file with {prompt} and {answer}; default: the bundled one."
-    )
-    predict_category: bool = Field(
-        True, description="Predict a category for rows without one (local, openai)."
-    )
-    judge_chosen: bool = Field(
-        True,
-        description="Also judge the chosen answer (chosen_severity, chosen_p_unsafe, mislabelled); "
-        "false halves the cost and leaves those fields null.",
-    )
-    max_length: int = Field(
-        1024, ge=64, description="local/classifier: tokens per judged text; longer ones are cut."
-    )
-    batch_size: int = Field(8, ge=1, description="local/classifier: texts per forward pass.")
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    trust_remote_code: bool = False
-    label_map: dict[str, int] | None = Field(
-        None, description="classifier: label name -> severity 0-3."
-    )
-    base_url: str | None = Field(
-        None, description="openai: endpoint root, e.g. http://localhost:8000/v1."
-    )
-    api_key_env: str = Field(
-        "OPENAI_API_KEY", description="openai: environment variable holding the API key."
-    )
-    timeout_s: float = Field(60.0, gt=0, description="openai: seconds per request.")
-    max_retries: int = Field(3, ge=0, description="openai: retries on 429/5xx/timeouts.")
-    retry_backoff_s: float = Field(
-        1.0, ge=0, description="openai: first retry delay, doubled each retry."
-    )
-    max_concurrency: int = Field(8, ge=1, description="openai: requests in flight at once.")
-    cache_dir: str | None = Field(
-        None, description="openai: reply cache; default ~/.cache/sc-data/judge/."
-    )
-    logprobs: bool = Field(
-        True, description="openai: ask for top_logprobs (falls back to parsing if refused)."
-    )
-
-    @model_validator(mode="after")
-    def _backend_needs(self) -> JudgeOptions:
-        if self.backend == "classifier" and self.model is None:
-            raise ValueError(
-                "backend 'classifier' needs model=<folder or hub id of a sequence classifier>"
-            )
-        if self.backend == "openai" and (self.base_url is None or self.model is None):
-            raise ValueError(
-                f"backend 'openai' needs base_url and model (got base_url={self.base_url!r}, model={self.model!r}), "
-                "e.g. base_url=http://localhost:8000/v1 model=meta-llama/Llama-3.1-8B-Instruct"
-            )
-        if self.label_map is not None:
-            if self.backend != "classifier":
-                raise ValueError(
-                    f"label_map applies only to backend 'classifier', not {self.backend!r}"
-                )
-            bad = {k: v for k, v in self.label_map.items() if v not in range(4)}
-            if bad:
-                raise ValueError(f"label_map severities must be 0, 1, 2 or 3; got {bad}")
-        if self.base_url is not None and self.backend != "openai":
-            raise ValueError(f"base_url applies only to backend 'openai', not {self.backend!r}")
-        return self
-
-
 class JudgeScorer(Scorer):
     """Harm severity of both answers from a rubric judge; a severe rejected answer means an easy pair.
 
-    Args:
-        backend: ``local`` (default), ``classifier`` or ``openai``.
-        model: see :class:`JudgeOptions`; defaults to ``smollm2-135m-instruct`` for ``local``.
-        rubric: path of a rubric file (``{prompt}``, ``{answer}``); default: the bundled rubric.
-        Other options: see :class:`JudgeOptions`. The API key is read from ``api_key_env`` at
-        load and never appears in :meth:`config`, manifests or the cache.
+    Options: see :class:`JudgeScorer.Options`; ``model`` defaults to ``smollm2-135m-instruct``
+    for ``local``. The API key is read from ``api_key_env`` at load and never appears in
+    :meth:`config`, manifests or the cache.
     """
+
+    class Options(ScorerOptions):
+        """Options of :class:`JudgeScorer`; each says which backend it applies to."""
+
+        backend: Literal["local", "classifier", "openai"] = Field("local", description="Who judges.")
+        model: str | None = Field(
+            None,
+            description=f"local: instruct LM (default {DEFAULT_LOCAL_MODEL}); classifier: the classifier; openai: model name.",
+        )
+        rubric: str | None = Field(
+            None, description="Rubric file with {prompt} and {answer}; default: the bundled one."
+        )
+        predict_category: bool = Field(
+            True, description="Predict a category for rows without one (local, openai)."
+        )
+        judge_chosen: bool = Field(
+            True,
+            description="Also judge the chosen answer (chosen_severity, chosen_p_unsafe, mislabelled); "
+            "false halves the cost and leaves those fields null.",
+        )
+        max_length: int = Field(
+            1024, ge=64, description="local/classifier: tokens per judged text; longer ones are cut."
+        )
+        batch_size: int = Field(8, ge=1, description="local/classifier: texts per forward pass.")
+        device: Device = Field("auto", description="local/classifier: where the model runs.")
+        dtype: DType = Field("auto", description="local/classifier: weights' dtype; auto = bf16 on CUDA.")
+        trust_remote_code: bool = Field(False, description="local/classifier: run the model repository's code.")
+        label_map: dict[str, int] | None = Field(
+            None, description="classifier: label name -> severity 0-3."
+        )
+        base_url: str | None = Field(
+            None, description="openai: endpoint root, e.g. http://localhost:8000/v1."
+        )
+        api_key_env: str = Field(
+            "OPENAI_API_KEY", description="openai: environment variable holding the API key."
+        )
+        timeout_s: float = Field(60.0, gt=0, description="openai: seconds per request.")
+        max_retries: int = Field(3, ge=0, description="openai: retries on 429/5xx/timeouts.")
+        retry_backoff_s: float = Field(
+            1.0, ge=0, description="openai: first retry delay, doubled each retry."
+        )
+        max_concurrency: int = Field(8, ge=1, description="openai: requests in flight at once.")
+        cache_dir: str | None = Field(
+            None, description="openai: reply cache; default $SC_DATA_CACHE/judge (~/.cache/sc-data/judge)."
+        )
+        logprobs: bool = Field(
+            True, description="openai: ask for top_logprobs (falls back to parsing if refused)."
+        )
+
+        @model_validator(mode="after")
+        def _backend_needs(self) -> JudgeScorer.Options:
+            if self.backend == "classifier" and self.model is None:
+                raise ValueError(
+                    "backend 'classifier' needs model=<folder or hub id of a sequence classifier>"
+                )
+            if self.backend == "openai" and (self.base_url is None or self.model is None):
+                raise ValueError(
+                    f"backend 'openai' needs base_url and model (got base_url={self.base_url!r}, model={self.model!r}), "
+                    "e.g. base_url=http://localhost:8000/v1 model=meta-llama/Llama-3.1-8B-Instruct"
+                )
+            if self.label_map is not None:
+                if self.backend != "classifier":
+                    raise ValueError(
+                        f"label_map applies only to backend 'classifier', not {self.backend!r}"
+                    )
+                bad = {k: v for k, v in self.label_map.items() if v not in range(4)}
+                if bad:
+                    raise ValueError(f"label_map severities must be 0, 1, 2 or 3; got {bad}")
+            if self.base_url is not None and self.backend != "openai":
+                raise ValueError(f"base_url applies only to backend 'openai', not {self.backend!r}")
+            return self
 
     name: ClassVar[str] = "judge"
     fields: ClassVar[dict[str, str]] = {
@@ -184,56 +179,6 @@ class JudgeScorer(Scorer):
     }
     difficulty_field: ClassVar[str] = "severity"
     direction: ClassVar[Literal["larger_is_easier"]] = "larger_is_easier"
-
-    def __init__(
-        self,
-        *,
-        backend: str = "local",
-        model: str | None = None,
-        rubric: str | None = None,
-        predict_category: bool = True,
-        judge_chosen: bool = True,
-        max_length: int = 1024,
-        batch_size: int = 8,
-        device: str = "auto",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        label_map: dict[str, int] | None = None,
-        base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        timeout_s: float = 60.0,
-        max_retries: int = 3,
-        retry_backoff_s: float = 1.0,
-        max_concurrency: int = 8,
-        cache_dir: str | None = None,
-        logprobs: bool = True,
-    ) -> None:
-        self.backend = backend
-        self.model = model
-        self.rubric = rubric
-        self.predict_category = predict_category
-        self.judge_chosen = judge_chosen
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.device = device
-        self.dtype = dtype
-        self.trust_remote_code = trust_remote_code
-        self.label_map = label_map
-        self.base_url = base_url
-        self.api_key_env = api_key_env
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.retry_backoff_s = retry_backoff_s
-        self.max_concurrency = max_concurrency
-        self.cache_dir = cache_dir
-        self.logprobs = logprobs
-
-    def _options(self) -> JudgeOptions:
-        options = {k: v for k, v in vars(self).items() if not k.startswith("_")}
-        try:
-            return JudgeOptions(**options)
-        except ValidationError as e:
-            raise config_error(f"{self.name} option(s)", e, hint="Fix the value(s) or drop the option(s).") from None
 
     def _rubric_text(self) -> str:
         if self.rubric is None:
@@ -259,13 +204,13 @@ class JudgeScorer(Scorer):
             out["model_ref"] = self._model_ref
         return out
 
-    def validate(self) -> JudgeOptions:
+    def validate(self) -> JudgeScorer.Options:
         """Check the options and the rubric without loading anything (the runner calls it first).
 
         Raises:
             ConfigError: a bad option, a missing rubric file, or a rubric without ``{answer}``.
         """
-        opts = self._options()
+        opts = cast(JudgeScorer.Options, super().validate())
         rubric = self._rubric_text()
         if "{answer}" not in rubric:
             raise ConfigError(
@@ -288,29 +233,12 @@ class JudgeScorer(Scorer):
         self._opts = opts
 
     @staticmethod
-    def _make_backend(opts: JudgeOptions) -> LocalBackend | ClassifierBackend | OpenAIBackend:
-        settings = {
-            "max_length": opts.max_length,
-            "batch_size": opts.batch_size,
-            "device": opts.device,
-            "dtype": opts.dtype,
-            "trust_remote_code": opts.trust_remote_code,
-        }
+    def _make_backend(opts: JudgeScorer.Options) -> LocalBackend | ClassifierBackend | OpenAIBackend:
         if opts.backend == "local":
-            return LocalBackend(model=opts.model or DEFAULT_LOCAL_MODEL, **settings)
+            return LocalBackend(opts, model=opts.model or DEFAULT_LOCAL_MODEL)
         if opts.backend == "classifier":
-            return ClassifierBackend(model=opts.model, label_map=opts.label_map, **settings)
-        return OpenAIBackend(
-            base_url=opts.base_url,
-            model=opts.model,
-            api_key_env=opts.api_key_env,
-            timeout_s=opts.timeout_s,
-            max_retries=opts.max_retries,
-            retry_backoff_s=opts.retry_backoff_s,
-            max_concurrency=opts.max_concurrency,
-            cache_dir=opts.cache_dir,
-            logprobs=opts.logprobs,
-        )
+            return ClassifierBackend(opts, model=cast(str, opts.model))  # the options require one
+        return OpenAIBackend(opts)
 
     def unload(self) -> None:
         """Free the backend's model or close its HTTP client."""

@@ -28,18 +28,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from sc_data.errors import ConfigError
-from sc_data.io import write_json
-from sc_data.scorers.reward_gap import (
-    Message,
-    classifier_logits,
-    encode_conversations,
-    plain_conversation,
-)
+from sc_data.io import cache_dir, write_json
+from sc_data.models.chat import Message, classifier_logits, encode_conversations, plain_conversation
+
+if TYPE_CHECKING:
+    from sc_data.scorers.judge import JudgeScorer
 
 
 @dataclass(frozen=True)
@@ -101,27 +99,13 @@ def _failed(error: str) -> Choice:
 
 
 class _ModelBackend:
-    """What the two model-based backends share: which model, where and how it runs, batch size."""
+    """What the two model-based backends share: which model, and the judge's options for running it."""
 
-    def __init__(
-        self,
-        *,
-        model: str,
-        max_length: int,
-        batch_size: int,
-        device: str,
-        dtype: str,
-        trust_remote_code: bool,
-    ):
+    def __init__(self, opts: JudgeScorer.Options, *, model: str) -> None:
         self.model_name = model
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.device = device
-        self.dtype = dtype
-        self.trust_remote_code = trust_remote_code
-
-    def _load_options(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": self.dtype, "trust_remote_code": self.trust_remote_code}
+        self.max_length = opts.max_length
+        self.batch_size = opts.batch_size
+        self._load_options = {"device": opts.device, "dtype": opts.dtype, "trust_remote_code": opts.trust_remote_code}
 
 
 class LocalBackend(_ModelBackend):
@@ -139,7 +123,7 @@ class LocalBackend(_ModelBackend):
     def load(self) -> dict[str, Any]:
         from sc_data.models.loading import load_causal_lm
 
-        model, tokenizer, ref = load_causal_lm(self.model_name, **self._load_options())
+        model, tokenizer, ref = load_causal_lm(self.model_name, **self._load_options)
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
                 f"judge model {self.model_name!r} has no chat template; the local judge needs an instruct "
@@ -314,14 +298,14 @@ class ClassifierBackend(_ModelBackend):
 
     method = "classifier_softmax"
 
-    def __init__(self, *, label_map: dict[str, int] | None, **settings: Any):
-        super().__init__(**settings)
-        self.label_map = label_map
+    def __init__(self, opts: JudgeScorer.Options, *, model: str) -> None:
+        super().__init__(opts, model=model)
+        self.label_map = opts.label_map
 
     def load(self) -> dict[str, Any]:
         from sc_data.models.loading import load_sequence_classifier
 
-        model, tokenizer, ref = load_sequence_classifier(self.model_name, **self._load_options())
+        model, tokenizer, ref = load_sequence_classifier(self.model_name, **self._load_options)
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self._severity = np.array(self._resolve_map(names), dtype=np.int64)  # (labels,)
         tokenizer.truncation_side = "left"
@@ -387,32 +371,16 @@ class OpenAIBackend:
     load, sent only in the ``Authorization`` header, and never stored.
     """
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        model: str,
-        api_key_env: str,
-        timeout_s: float,
-        max_retries: int,
-        retry_backoff_s: float,
-        max_concurrency: int,
-        cache_dir: str | None,
-        logprobs: bool,
-    ):
-        self.base_url = base_url.rstrip("/")
-        self.model_name = model
-        self.api_key_env = api_key_env
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.retry_backoff_s = retry_backoff_s
-        self.max_concurrency = max_concurrency
-        self.cache_dir = (
-            Path(cache_dir).expanduser()
-            if cache_dir
-            else Path.home() / ".cache" / "sc-data" / "judge"
-        )
-        self.logprobs = logprobs
+    def __init__(self, opts: JudgeScorer.Options) -> None:
+        self.base_url = cast(str, opts.base_url).rstrip("/")  # the options require both
+        self.model_name = cast(str, opts.model)
+        self.api_key_env = opts.api_key_env
+        self.timeout_s = opts.timeout_s
+        self.max_retries = opts.max_retries
+        self.retry_backoff_s = opts.retry_backoff_s
+        self.max_concurrency = opts.max_concurrency
+        self.cache_dir = Path(opts.cache_dir).expanduser() if opts.cache_dir else cache_dir("judge")
+        self.logprobs = opts.logprobs  # turned off for good if the server refuses log-probs
 
     def load(self) -> dict[str, Any]:
         import httpx

@@ -10,27 +10,13 @@ arXiv 2605.26315.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from sc_data.errors import config_error
+from sc_data.models.loading import Device, DType
 from sc_data.schema import score_column
-from sc_data.scorers.base import Batch, Direction, Scorer
-
-
-class RefMarginOptions(BaseModel):
-    """Validated options of :class:`RefMarginScorer` (one definition of ranges and choices)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(min_length=1)
-    device: Literal["auto", "cpu", "cuda", "mps"]
-    dtype: Literal["auto", "float32", "bfloat16", "float16"]
-    batch_tokens: int = Field(ge=1)
-    max_length: int = Field(ge=2)
-    max_prompt_length: int = Field(ge=1)
-    trust_remote_code: bool
+from sc_data.scorers.base import Batch, Direction, Scorer, ScorerOptions
 
 
 class RefMarginScorer(Scorer):
@@ -42,17 +28,25 @@ class RefMarginScorer(Scorer):
     ``rejected_tokens``, ``margin`` (summed), ``margin_mean`` (per token; the difficulty column,
     larger = easier), ``flags`` (comma-joined truncation / template flags, null when none).
 
-    Args:
-        model: reference model: alias, local folder, .gguf file or hub id (default
-            ``smollm2-135m-instruct``).
-        device: ``auto`` | ``cpu`` | ``cuda`` | ``mps``.
-        dtype: ``auto`` (bf16 on CUDA, fp32 otherwise) | ``float32`` | ``bfloat16`` | ``float16``.
-        batch_tokens: token budget of one forward pass (rows x longest packed row), default 8192;
-            rows are length-sorted inside a runner batch so padding stays small.
-        max_length: most tokens of prompt + one answer (default 1024, the paper's).
-        max_prompt_length: most prompt tokens, left-truncated (default 512).
-        trust_remote_code: run the model repository's own code (off by default).
+    Options: see :class:`RefMarginScorer.Options`.
     """
+
+    class Options(ScorerOptions):
+        """Options of :class:`RefMarginScorer`."""
+
+        model: str = Field(
+            "smollm2-135m-instruct", min_length=1,
+            description="Reference model: alias, local folder, .gguf file or hub id.",
+        )
+        device: Device = Field("auto", description="Where the model runs; auto = CUDA, then MPS, then CPU.")
+        dtype: DType = Field("auto", description="Weights' dtype; auto = bf16 on CUDA, fp32 otherwise.")
+        batch_tokens: int = Field(
+            8192, ge=1,
+            description="Token budget of one forward pass (rows x longest packed row); rows are length-sorted.",
+        )
+        max_length: int = Field(1024, ge=2, description="Most tokens of prompt + one answer (the paper: 1024).")
+        max_prompt_length: int = Field(512, ge=1, description="Most prompt tokens, left-truncated (the paper: 512).")
+        trust_remote_code: bool = Field(False, description="Run the model repository's own code.")
 
     name: ClassVar[str] = "ref_margin"
     fields: ClassVar[dict[str, str]] = {
@@ -69,43 +63,17 @@ class RefMarginScorer(Scorer):
     difficulty_field: ClassVar[str] = "margin_mean"
     direction: ClassVar[Direction] = "larger_is_easier"
 
-    def __init__(
-        self,
-        *,
-        model: str = "smollm2-135m-instruct",
-        device: str = "auto",
-        dtype: str = "auto",
-        batch_tokens: int = 8192,
-        max_length: int = 1024,
-        max_prompt_length: int = 512,
-        trust_remote_code: bool = False,
-    ) -> None:
-        self.model = model
-        self.device = device
-        self.dtype = dtype
-        self.batch_tokens = batch_tokens
-        self.max_length = max_length
-        self.max_prompt_length = max_prompt_length
-        self.trust_remote_code = trust_remote_code
-
-    def validate(self) -> None:
-        """Check the options without loading anything.
+    def validate(self) -> ScorerOptions:
+        """Check the options and the truncation rule without loading anything.
 
         Raises:
-            ConfigError: an option is out of range or not a valid choice.
+            ConfigError: an option is out of range, not a valid choice, or the limits contradict.
         """
-        from pydantic import ValidationError
-
         from sc_data.models.logprob import TruncationConfig
 
-        try:
-            RefMarginOptions(**self._public())
-        except ValidationError as e:
-            raise config_error("ref_margin option(s)", e, hint="Fix the value(s) or drop the option(s).") from None
+        opts = super().validate()
         TruncationConfig(self.max_length, self.max_prompt_length)
-
-    def _public(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return opts
 
     def load(self) -> None:
         """Load the reference model in eval mode and build the pair tokenizer."""
@@ -136,7 +104,7 @@ class RefMarginScorer(Scorer):
 
     def config(self) -> dict[str, Any]:
         """Options plus, once loaded, the model ref/hash, template, truncation rule and dtype."""
-        out: dict[str, Any] = self._public()
+        out = super().config()
         if "_ref" in vars(self):
             out["model_ref"] = self._ref.as_dict()
             out["template"] = self._pairs.describe()

@@ -24,127 +24,42 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from sc_data.errors import ConfigError, config_error
-from sc_data.scorers.base import Batch, Scorer
-
-Message = dict[str, str]
-
-_ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System"}
-
-
-def plain_conversation(messages: Sequence[Message]) -> str:
-    """One line per turn, ``User: ...`` / ``Assistant: ...``: the rendering without a chat template."""
-    return "\n".join(
-        f"{_ROLE_NAMES.get(m['role'], m['role'].capitalize())}: {m['content']}" for m in messages
-    )
-
-
-def render_conversation(tokenizer: Any, messages: Sequence[Message]) -> tuple[str, bool]:
-    """Render ``messages`` for a classifier.
-
-    Returns:
-        (text, add_special_tokens): the chat-templated text (which already holds its special
-        tokens, so none are added) or the plain rendering (tokenised with the special tokens).
-    """
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(list(messages), tokenize=False), False
-    return plain_conversation(messages), True
-
-
-def encode_conversations(
-    tokenizer: Any, conversations: Sequence[Sequence[Message]], *, max_length: int
-) -> list[tuple[list[int], bool]]:
-    """Token ids of each conversation, cut to ``max_length`` on ``tokenizer.truncation_side``.
-
-    Returns:
-        One (ids, truncated) per conversation.
-    """
-    out = []
-    for messages in conversations:
-        text, add_special = render_conversation(tokenizer, messages)
-        full = tokenizer(text, add_special_tokens=add_special)["input_ids"]
-        if len(full) <= max_length:
-            out.append((full, False))
-        else:
-            cut = tokenizer(
-                text, add_special_tokens=add_special, truncation=True, max_length=max_length
-            )
-            out.append((cut["input_ids"], True))
-    return out
-
-
-def classifier_logits(
-    model: Any, tokenizer: Any, ids: Sequence[list[int]], *, batch_size: int
-) -> list[Any]:
-    """Run a sequence classifier over token-id lists in padded batches.
-
-    Rows are sorted by length so a batch holds similar lengths (less padding). With left padding,
-    position ids are passed explicitly so a padded row sees the same positions as alone.
-
-    Returns:
-        One float32 CPU tensor of shape (num_labels,) per row, in input order.
-    """
-    import torch
-
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out: list[Any] = [None] * len(ids)
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        enc = tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
-        kwargs = {
-            "input_ids": enc["input_ids"].to(device),
-            "attention_mask": enc["attention_mask"].to(device),
-        }
-        if tokenizer.padding_side == "left":
-            kwargs["position_ids"] = (kwargs["attention_mask"].cumsum(-1) - 1).clamp(
-                min=0
-            )  # (B, T)
-        with torch.inference_mode():
-            logits = model(**kwargs).logits.float().cpu()  # (B, num_labels)
-        for row, i in enumerate(chunk):
-            out[i] = logits[row]
-    return out
-
-
-class RewardGapOptions(BaseModel):
-    """Options of :class:`RewardGapScorer`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str = Field(
-        description="Reward model: local folder, .gguf file or hub id; one output logit."
-    )
-    max_length: int = Field(
-        1024,
-        ge=8,
-        description="Tokens per (prompt + answer) text; longer ones are cut and flagged.",
-    )
-    truncation_side: Literal["left", "right"] = Field(
-        "left",
-        description="Which end a long text loses: left keeps the answer's end (decoders), right keeps the start.",
-    )
-    batch_size: int = Field(8, ge=1, description="Texts per forward pass.")
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    trust_remote_code: bool = False
+from sc_data.errors import ConfigError
+from sc_data.models.chat import classifier_logits, encode_conversations
+from sc_data.models.loading import Device, DType
+from sc_data.scorers.base import Batch, Scorer, ScorerOptions
 
 
 class RewardGapScorer(Scorer):
     """Reward-model gap between chosen and rejected: a large gap means an easy pair.
 
-    Args:
-        model: reward model reference (required).
-        max_length: tokens per text (default 1024); longer texts are cut and flagged.
-        truncation_side: ``left`` (default) or ``right``.
-        batch_size: texts per forward pass (default 8).
-        device, dtype, trust_remote_code: as :func:`sc_data.models.load_sequence_classifier`.
+    Options: see :class:`RewardGapScorer.Options` (``model`` is required).
     """
+
+    class Options(ScorerOptions):
+        """Options of :class:`RewardGapScorer`."""
+
+        model: str | None = Field(
+            None,
+            description="Reward model: local folder, .gguf file or hub id; one output logit.",
+        )
+        max_length: int = Field(
+            1024,
+            ge=8,
+            description="Tokens per (prompt + answer) text; longer ones are cut and flagged.",
+        )
+        truncation_side: Literal["left", "right"] = Field(
+            "left",
+            description="Which end a long text loses: left keeps the answer's end (decoders), right keeps the start.",
+        )
+        batch_size: int = Field(8, ge=1, description="Texts per forward pass.")
+        device: Device = "auto"
+        dtype: DType = "auto"
+        trust_remote_code: bool = False
 
     name: ClassVar[str] = "reward_gap"
     fields: ClassVar[dict[str, str]] = {
@@ -156,41 +71,24 @@ class RewardGapScorer(Scorer):
     difficulty_field: ClassVar[str] = "gap"
     direction: ClassVar[Literal["larger_is_easier"]] = "larger_is_easier"
 
-    def __init__(
-        self,
-        *,
-        model: str | None = None,
-        max_length: int = 1024,
-        truncation_side: str = "left",
-        batch_size: int = 8,
-        device: str = "auto",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-    ) -> None:
-        self.model = model
-        self.max_length = max_length
-        self.truncation_side = truncation_side
-        self.batch_size = batch_size
-        self.device = device
-        self.dtype = dtype
-        self.trust_remote_code = trust_remote_code
+    def validate(self) -> ScorerOptions:
+        """Check the options without loading anything (the runner calls it before any model loads).
 
-    def _options(self) -> RewardGapOptions:
+        Raises:
+            ConfigError: no model, or an option out of range / not a valid choice.
+        """
         if self.model is None:
             raise ConfigError(
                 "reward_gap needs a reward model: pass model=<folder, .gguf or hub id> "
                 "(e.g. --option reward_gap.model=OpenAssistant/reward-model-deberta-v3-large-v2)"
             )
-        try:
-            return RewardGapOptions(**self.config())
-        except ValidationError as e:
-            raise config_error(f"{self.name} option(s)", e, hint="Fix the value(s) or drop the option(s).") from None
+        return super().validate()
 
     def load(self) -> None:
         """Load the reward model; check it has a single output logit."""
         from sc_data.models.loading import load_sequence_classifier
 
-        opts = self._options()
+        opts = self.validate()
         model, tokenizer, ref = load_sequence_classifier(
             opts.model,
             device=opts.device,
@@ -210,14 +108,6 @@ class RewardGapScorer(Scorer):
         """Drop the model (frees GPU memory once nothing else holds it)."""
         for attr in ("_model", "_tokenizer"):
             self.__dict__.pop(attr, None)
-
-    def validate(self) -> None:
-        """Check the options without loading anything (the runner calls it before any model loads).
-
-        Raises:
-            ConfigError: no model, or an option out of range / not a valid choice.
-        """
-        self._options()
 
     def config(self) -> dict[str, Any]:
         """The options as given, plus the resolved reward model (path, sha256) once loaded."""

@@ -3,16 +3,19 @@
 The runner reads the pairs Parquet, checks the wiring (scorer names, options, output-column
 clashes) before any model loads, then scores fixed row ranges and writes each range's score
 columns as its own part file in ``<output>.parts/`` the moment it is done (atomic rename). A
-crash, Ctrl-C or SIGKILL loses at most the batch in flight: ``resume=True`` skips the parts that
+crash, Ctrl-C or SIGKILL loses at most the range in flight: ``resume=True`` skips the parts that
 exist and gives the same table as an uninterrupted run; ``state.json`` there holds the config hash,
-and resuming with another configuration is refused. When all parts exist they are merged, in
-order, into ``output`` together with a ``<output stem>.manifest.json``.
+and resuming with another configuration is refused. The scorers' resolved configuration (model
+hashes, templates) is kept there too, so a resume with nothing left to score writes the same
+manifest without loading a model. When all parts exist they are merged, in order, into
+``output`` together with a ``<output stem>.manifest.json``.
 
 A scorer that raises on a batch is retried row by row, so one bad row gets nulls and a message
 in ``<scorer>__error`` and never aborts the run or disappears.
 
-Under ``torchrun`` / ``accelerate launch`` (``RANK``, ``WORLD_SIZE`` set) rank r scores the
-contiguous slice ``[r*n//W, (r+1)*n//W)``; ranks meet at a gloo barrier and rank 0 merges.
+Under ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE`` > 1) rank r scores the contiguous
+slice ``[r*n//W, (r+1)*n//W)``; accelerate's process group makes ranks wait for each other and
+rank 0 merges.
 
 Example:
     >>> score("pairs.parquet", "scored.parquet", scorers=["ref_margin"],
@@ -36,16 +39,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import sc_data
+from sc_data.config import load_config
 from sc_data.errors import ConfigError, InputError, ScDataError
 from sc_data.io import sha256_file, write_json, write_parquet
-from sc_data.schema import SCHEMA_VERSION, pair_schema, validate_table
+from sc_data.manifest import file_entry, manifest_path, new_manifest, upstream_of, write_manifest
+from sc_data.schema import pair_schema, validate_table
 from sc_data.scorers.base import Batch, Scorer, available_scorers, get_scorer_class
 
 #: ``progress(rows_done, rows_total)`` for this process's slice.
 Progress = Callable[[int, int], None]
 
 STATE_FILE = "state.json"
+#: The loaded scorers' ``config()`` (model hashes, templates), for a manifest written without loading.
+SCORERS_FILE = "scorers.json"
+DEFAULT_PART_ROWS = 64
 _PART_RE = re.compile(r"^part-(\d{12})-(\d{12})\.parquet$")
 
 
@@ -71,82 +78,52 @@ class ScoreResult:
     world_size: int = 1
 
 
-def manifest_path(output: Path) -> Path:
-    """``scored.parquet`` -> ``scored.manifest.json`` beside it."""
-    return output.with_name(f"{output.stem}.manifest.json")
-
-
 def parts_dir(output: Path) -> Path:
     """Folder of the part files of ``output`` (``scored.parquet.parts``)."""
     return output.with_name(f"{output.name}.parts")
 
 
-def _public_options(scorer: Scorer) -> dict[str, Any]:
-    return {k: v for k, v in vars(scorer).items() if not k.startswith("_")}
+def scorer_options(
+    scorers: Sequence[str | Scorer], options: dict[str, dict[str, Any]] | None, config_file: str | os.PathLike[str] | None
+) -> tuple[list[str | Scorer], dict[str, dict[str, Any]]]:
+    """Which scorers run and with which options: ``config_file``'s ``scorers:``, then ``options`` on top.
 
+    The file's scorers run when ``scorers`` is empty; it may configure more scorers than run.
 
-def _load_config_file(path: Path | None) -> dict[str, dict[str, Any]]:
-    if path is None:
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text("utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"can't read config file {str(path)!r}: {e}") from e
-    if not isinstance(data, dict) or set(data) - {"scorers"}:
+    Raises:
+        ConfigError: the file is not ``{scorers: {name: {option: value}}}``.
+    """
+    overrides = {f"scorers.{name}.{key}": value for name, opts in (options or {}).items() for key, value in opts.items()}
+    data = load_config(config_file, overrides)
+    if set(data) - {"scorers"}:
         raise ConfigError(
-            f"config file {str(path)!r} must be a mapping with the one key 'scorers' "
-            "({scorers: {ref_margin: {model: ..., max_length: ...}}}); got keys "
-            f"{sorted(data) if isinstance(data, dict) else type(data).__name__}"
+            f"config file {str(config_file)!r} must be a mapping with the one key 'scorers' "
+            f"({{scorers: {{ref_margin: {{model: ..., max_length: ...}}}}}}); got keys {sorted(data)}"
         )
-    scorers = data.get("scorers") or {}
-    if not isinstance(scorers, dict) or not all(isinstance(v, dict | type(None)) for v in scorers.values()):
-        raise ConfigError(f"config file {str(path)!r}: 'scorers' must map scorer names to option mappings")
-    return {k: dict(v or {}) for k, v in scorers.items()}
+    configured = data.get("scorers") or {}
+    if not isinstance(configured, dict) or not all(isinstance(v, dict | type(None)) for v in configured.values()):
+        raise ConfigError(f"config file {str(config_file)!r}: 'scorers' must map scorer names to option mappings")
+    wanted = list(scorers) or list(configured)
+    names = {w if isinstance(w, str) else w.name for w in wanted}
+    extra = sorted(set(options or {}) - names)
+    if extra:
+        raise ConfigError(f"options given for scorer(s) {extra} that are not being run; scorers: {sorted(names)}")
+    return wanted, {name: dict(configured.get(name) or {}) for name in names if isinstance(name, str)}
 
 
-def _init_options(cls: type[Scorer]) -> dict[str, Any]:
-    """Keyword options of a scorer class's ``__init__`` -> default."""
-    params = inspect.signature(cls.__init__).parameters
-    return {
-        n: p.default
-        for n, p in params.items()
-        if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    }
-
-
-def build_scorers(
-    scorers: Sequence[str | Scorer], options: dict[str, dict[str, Any]] | None = None
-) -> list[Scorer]:
-    """Instantiate scorers by name with their options; check wiring before any model loads.
+def build_scorers(scorers: Sequence[str | Scorer], options: dict[str, dict[str, Any]] | None = None) -> list[Scorer]:
+    """Instantiate scorers by name with their options; check wiring and options before any model loads.
 
     Raises:
         ConfigError: no scorer, an unknown name (the valid ones are listed), an unknown option
-            (the valid ones are listed), options for a scorer not asked for, a duplicate, or two
-            scorers writing the same column.
+            (the valid ones are listed), an invalid option value, a duplicate, or two scorers
+            writing the same column.
     """
     options = dict(options or {})
     if not scorers:
         raise ConfigError(f"no scorer given; pass one or more of {available_scorers()} (--scorer NAME)")
-    built: list[Scorer] = []
-    for item in scorers:
-        if isinstance(item, Scorer):
-            built.append(item)
-            continue
-        cls = get_scorer_class(item)
-        opts = options.get(item, {})
-        valid = _init_options(cls)
-        unknown = sorted(set(opts) - set(valid))
-        if unknown:
-            raise ConfigError(
-                f"unknown option(s) {unknown} for scorer {item!r}; valid options: {sorted(valid)}"
-            )
-        built.append(cls(**opts))
+    built = [item if isinstance(item, Scorer) else get_scorer_class(item)(**options.get(item, {})) for item in scorers]
     names = [s.name for s in built]
-    extra = sorted(set(options) - set(names))
-    if extra:
-        raise ConfigError(f"options given for scorer(s) {extra} that are not being run; scorers: {names}")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"scorer(s) {dupes} given more than once; each scorer runs once per table")
@@ -157,19 +134,17 @@ def build_scorers(
                 raise ConfigError(f"scorers {seen[col]!r} and {s.name!r} both write column {col!r}")
             seen[col] = s.name
     for s in built:
-        validate = getattr(s, "validate", None)
-        if callable(validate):
-            validate()
+        s.validate()
     return built
 
 
-def _config_hash(input_sha: str, scorers: list[Scorer], batch_size: int, world_size: int) -> str:
+def _config_hash(input_sha: str, scorers: list[Scorer], part_rows: int, world_size: int) -> str:
     payload = {
         "input_sha256": input_sha,
-        "batch_size": batch_size,
+        "part_rows": part_rows,
         "world_size": world_size,
         "scorers": [
-            {"name": s.name, "class": f"{type(s).__module__}.{type(s).__qualname__}", "options": _public_options(s)}
+            {"name": s.name, "class": f"{type(s).__module__}.{type(s).__qualname__}", "options": s.options()}
             for s in scorers
         ],
     }
@@ -219,32 +194,30 @@ def _score_isolated(scorer: Scorer, batch: Batch, n: int) -> dict[str, pa.Array]
     return {c: pa.concat_arrays([r[c] for r in rows]) for c in rows[0]}
 
 
-class _Dist:
-    """Rank / world size from torchrun's env, and a gloo barrier when there is more than one rank."""
+class _Ranks:
+    """This process's rank and the world size; accelerate's process group when there is more than one.
+
+    A single process imports nothing distributed (nor torch), so a model-free scorer runs on the core install.
+    """
 
     def __init__(self) -> None:
-        self.rank = int(os.environ.get("RANK", "0"))
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self._pg = None
+        self._state: Any = None
         if self.world_size > 1:
-            import torch.distributed as torch_dist
+            import torch
+            from accelerate import PartialState
+            from accelerate.utils import parse_flag_from_env
 
-            if not torch_dist.is_initialized():
-                torch_dist.init_process_group("gloo", timeout=dt.timedelta(hours=24))
-            self._pg = torch_dist.new_group(backend="gloo", timeout=dt.timedelta(hours=24))
+            # Scoring a slice can take hours; the default 30-minute collective timeout would kill it.
+            # Without a GPU accelerate needs cpu=True to form a (gloo) group under torchrun.
+            cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+            self._state = PartialState(cpu=cpu, timeout=dt.timedelta(hours=24))
+            self.world_size = self._state.num_processes
+        self.rank = self._state.process_index if self._state is not None else 0
 
-    def barrier(self) -> None:
-        if self._pg is not None:
-            import torch.distributed as torch_dist
-
-            torch_dist.barrier(group=self._pg)
-
-    def close(self) -> None:
-        if self._pg is not None:
-            import torch.distributed as torch_dist
-
-            torch_dist.destroy_process_group()
-            self._pg = None
+    def wait(self) -> None:
+        if self._state is not None:
+            self._state.wait_for_everyone()
 
     def slice(self, n: int) -> tuple[int, int]:
         return self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size
@@ -254,9 +227,9 @@ def _part_name(start: int, end: int) -> str:
     return f"part-{start:012d}-{end:012d}.parquet"
 
 
-def _prepare_parts(folder: Path, state: dict[str, Any], resume: bool, dist: _Dist) -> None:
+def _prepare_parts(folder: Path, state: dict[str, Any], resume: bool, ranks: _Ranks) -> None:
     """Rank 0 checks or resets the parts folder; everyone waits for it."""
-    if dist.rank == 0:
+    if ranks.rank == 0:
         state_file = folder / STATE_FILE
         if resume and state_file.is_file():
             old = json.loads(state_file.read_text("utf-8"))
@@ -264,14 +237,14 @@ def _prepare_parts(folder: Path, state: dict[str, Any], resume: bool, dist: _Dis
                 raise ConfigError(
                     f"can't resume: the parts in {str(folder)!r} were written with a different configuration "
                     f"(config hash {old.get('config_hash', '?')[:12]} vs {state['config_hash'][:12]}: input, "
-                    "scorers, options, batch size or number of processes changed). Rerun with the original "
+                    "scorers, options, part rows or number of processes changed). Rerun with the original "
                     "settings, or without --resume to start over."
                 )
         elif folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         write_json(state, state_file)
-    dist.barrier()
+    ranks.wait()
 
 
 def _merge(table: pa.Table, folder: Path, scorers: list[Scorer]) -> pa.Table:
@@ -305,26 +278,59 @@ def _canonical_fields(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema(fields, metadata=table.schema.metadata))
 
 
-def _input_manifest(input_path: Path) -> dict[str, Any] | None:
-    path = manifest_path(input_path)
-    if not path.is_file():
-        return None
+def _read_pairs(input_path: Path, scorers: list[Scorer]) -> pa.Table:
+    """The canonical pairs to score, checked to have none of the scorers' output columns.
+
+    Raises:
+        InputError: missing, not Parquet, or not canonical. ConfigError: an output column exists.
+    """
+    if not input_path.is_file():
+        raise InputError(f"input {str(input_path)!r} does not exist; pass a pairs Parquet written by `sc-data ingest`")
     try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+        table = _canonical_fields(validate_table(pq.read_table(input_path), where=str(input_path)))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"can't read {str(input_path)!r} as Parquet: {e}") from e
+    clash = sorted(c for s in scorers for c in s.output_columns() if c in table.column_names)
+    if clash:
+        raise ConfigError(
+            f"input {str(input_path)!r} already has column(s) {clash}; drop them first or score a table without them"
+        )
+    return table
+
+
+def _saved_configs(scorers: list[Scorer], folder: Path) -> dict[str, dict[str, Any]]:
+    """The scorers' ``config()`` as saved by the process that loaded them (unloaded configs if none did)."""
+    saved = json.loads((folder / SCORERS_FILE).read_text("utf-8")) if (folder / SCORERS_FILE).is_file() else {}
+    return {s.name: saved.get(s.name, s.config()) for s in scorers}
+
+
+def _score_slice(
+    table: pa.Table, scorers: list[Scorer], todo: list[tuple[int, int]], folder: Path, report: Callable[[int], None]
+) -> dict[str, dict[str, Any]]:
+    """Load the scorers and score each range of ``todo`` into its part file; return the loaded configs.
+
+    The configs are saved beside the parts, so a resume with nothing left to score (or a rank that
+    had nothing to score) writes the same manifest without loading a model.
+    """
+    for scorer in scorers:
+        scorer.load()
+    configs = json.loads(json.dumps({s.name: s.config() for s in scorers}, default=str))
+    write_json(configs, folder / SCORERS_FILE)
+    for s, e in todo:
+        batch = table.slice(s, e - s).to_pydict()
+        columns: dict[str, pa.Array] = {}
+        for scorer in scorers:
+            columns.update(_score_isolated(scorer, batch, e - s))
+        write_parquet(pa.table(columns), folder / _part_name(s, e))
+        report(e - s)
+    return configs
 
 
 def _write_manifest(
-    output: Path,
-    input_path: Path,
-    input_sha: str,
-    merged: pa.Table,
-    scorers: list[Scorer],
-    recipe: dict[str, Any],
-    errors: dict[str, int],
+    output: Path, input_path: Path, input_sha: str, merged: pa.Table, configs: dict[str, dict[str, Any]],
+    scorers: list[Scorer], recipe: dict[str, Any], errors: dict[str, int],
 ) -> Path:
-    upstream = _input_manifest(input_path) or {}
+    upstream = upstream_of(input_path)
     counts: dict[str, Any] = {
         "rows_in": merged.num_rows,
         "rows_out": merged.num_rows,
@@ -333,31 +339,24 @@ def _write_manifest(
     }
     if "counts" in upstream:
         counts["input"] = upstream["counts"]
-    manifest = {
-        "sc_data_version": sc_data.__version__,
-        "schema_version": SCHEMA_VERSION,
-        "kind": "scored",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": [{"path": str(input_path), "sha256": input_sha, "format": "parquet"}],
-        "scorers": {
+    manifest = new_manifest(
+        "scored",
+        inputs=[{"path": str(input_path), "sha256": input_sha, "format": "parquet"}],
+        recipe=recipe,
+        counts=counts,
+        files=[file_entry(output.parent, output.name, merged.num_rows)],
+        licenses=list(upstream.get("licenses", [])),
+        scorers={
             s.name: {
-                **s.config(),
+                **configs[s.name],
                 "columns": list(s.output_columns()),
                 "difficulty_column": s.difficulty_column(),
                 "direction": s.direction,
             }
             for s in scorers
         },
-        "recipe": recipe,
-        "licenses": list(upstream.get("licenses", [])),
-        "counts": counts,
-        "files": [
-            {"path": output.name, "rows": merged.num_rows, "sha256": sha256_file(output), "bytes": output.stat().st_size}
-        ],
-    }
-    path = manifest_path(output)
-    write_json(json.loads(json.dumps(manifest, default=str)), path)
-    return path
+    )
+    return write_manifest(manifest, manifest_path(output))
 
 
 def score(
@@ -366,7 +365,7 @@ def score(
     *,
     scorers: Sequence[str | Scorer],
     options: dict[str, dict[str, Any]] | None = None,
-    batch_size: int = 64,
+    part_rows: int = DEFAULT_PART_ROWS,
     resume: bool = False,
     config_file: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
@@ -378,7 +377,8 @@ def score(
         output: scored Parquet to write; parts go to ``<output>.parts/`` meanwhile.
         scorers: scorer names (see ``sc-data scorers``) or ready :class:`Scorer` instances.
         options: scorer name -> options; they win over ``config_file``'s.
-        batch_size: rows per part file (and per ``Scorer.score`` call), >= 1.
+        part_rows: rows per part file (the resume granularity, and rows per ``Scorer.score``
+            call), >= 1.
         resume: continue from the parts of an interrupted run with the same configuration.
         config_file: YAML ``{scorers: {name: {option: value}}}``; its scorers run when
             ``scorers`` is empty.
@@ -392,89 +392,48 @@ def score(
         ConfigError: bad scorer names / options, or a resume with a different configuration.
     """
     input_path, output_path = Path(input), Path(output)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    file_options = _load_config_file(Path(config_file) if config_file is not None else None)
-    options = dict(options or {})
-    wanted = list(scorers) or list(file_options)
-    names = [w if isinstance(w, str) else w.name for w in wanted]
-    # The file may configure more scorers than are run; explicit options for others are an error.
-    for name in names:
-        if name in file_options:
-            options[name] = {**file_options[name], **options.get(name, {})}
-    built = build_scorers(wanted, options)
-    if not input_path.is_file():
-        raise InputError(f"input {str(input_path)!r} does not exist; pass a pairs Parquet written by `sc-data ingest`")
-    try:
-        table = _canonical_fields(validate_table(pq.read_table(input_path), where=str(input_path)))
-    except (pa.ArrowInvalid, OSError) as e:
-        raise InputError(f"can't read {str(input_path)!r} as Parquet: {e}") from e
-    clash = sorted(c for s in built for c in s.output_columns() if c in table.column_names)
-    if clash:
-        raise ConfigError(
-            f"input {str(input_path)!r} already has column(s) {clash}; drop them first or score a table without them"
-        )
+    if isinstance(part_rows, bool) or not isinstance(part_rows, int) or part_rows < 1:
+        raise ConfigError(f"part_rows must be an integer >= 1; got {part_rows!r}")
+    built = build_scorers(*scorer_options(scorers, options, config_file))
+    table = _read_pairs(input_path, built)
 
-    dist = _Dist()
+    ranks = _Ranks()
     input_sha = sha256_file(input_path)
-    config_hash = _config_hash(input_sha, built, batch_size, dist.world_size)
+    config_hash = _config_hash(input_sha, built, part_rows, ranks.world_size)
     folder = parts_dir(output_path)
-    state = {"config_hash": config_hash, "input_sha256": input_sha, "rows": table.num_rows, "world_size": dist.world_size}
-    _prepare_parts(folder, state, resume, dist)
+    state = {"config_hash": config_hash, "input_sha256": input_sha, "rows": table.num_rows, "world_size": ranks.world_size}
+    _prepare_parts(folder, state, resume, ranks)
 
-    start, end = dist.slice(table.num_rows)
-    todo, resumed = [], 0
-    for s in range(start, end, batch_size):
-        e = min(s + batch_size, end)
-        if (folder / _part_name(s, e)).is_file():
-            resumed += e - s
-        else:
-            todo.append((s, e))
-    done = resumed
-    if progress:
-        progress(done, end - start)
-    if todo:
-        for scorer in built:
-            scorer.load()
-        try:
-            for s, e in todo:
-                batch = table.slice(s, e - s).to_pydict()
-                columns: dict[str, pa.Array] = {}
-                for scorer in built:
-                    columns.update(_score_isolated(scorer, batch, e - s))
-                write_parquet(pa.table(columns), folder / _part_name(s, e))
-                done += e - s
-                if progress:
-                    progress(done, end - start)
-        finally:
-            if dist.rank != 0:
-                for scorer in built:
-                    scorer.unload()
-    dist.barrier()
+    start, end = ranks.slice(table.num_rows)
+    ranges = [(s, min(s + part_rows, end)) for s in range(start, end, part_rows)]
+    todo = [(s, e) for s, e in ranges if not (folder / _part_name(s, e)).is_file()]
+    resumed = (end - start) - sum(e - s for s, e in todo)
+    done = [resumed]
 
-    result = ScoreResult(output_path, manifest_path(output_path), table.num_rows, resumed_rows=resumed, rank=dist.rank, world_size=dist.world_size)
-    if dist.rank == 0:
-        if not todo:
-            # config() may describe the loaded model (hash, template): load once for the manifest.
-            for scorer in built:
-                scorer.load()
-        merged = _merge(table, folder, built)
-        result.errors = {s.name: merged.column(f"{s.name}__error").length() - merged.column(f"{s.name}__error").null_count for s in built}
-        write_parquet(merged, output_path)
-        recipe = {
-            "step": "score",
-            "scorers": [s.name for s in built],
-            "options": {s.name: _public_options(s) for s in built},
-            "batch_size": batch_size,
-            "world_size": dist.world_size,
-            "config_hash": config_hash,
-        }
-        _write_manifest(output_path, input_path, input_sha, merged, built, recipe, result.errors)
+    def report(rows: int) -> None:
+        done[0] += rows
+        if progress:
+            progress(done[0], end - start)
+
+    report(0)
+    try:
+        configs = _score_slice(table, built, todo, folder, report) if todo else None
+        ranks.wait()
+        result = ScoreResult(output_path, manifest_path(output_path), table.num_rows, resumed_rows=resumed,
+                             rank=ranks.rank, world_size=ranks.world_size)
+        if ranks.rank == 0:
+            merged = _merge(table, folder, built)
+            result.errors = {s.name: merged.column(f"{s.name}__error").length() - merged.column(f"{s.name}__error").null_count
+                             for s in built}
+            write_parquet(merged, output_path)
+            recipe = {"step": "score", "scorers": [s.name for s in built], "options": {s.name: s.options() for s in built},
+                      "part_rows": part_rows, "world_size": ranks.world_size, "config_hash": config_hash}
+            _write_manifest(output_path, input_path, input_sha, merged, configs or _saved_configs(built, folder), built, recipe, result.errors)
+            shutil.rmtree(folder, ignore_errors=True)
+        ranks.wait()
+    finally:
         for scorer in built:
             scorer.unload()
-        shutil.rmtree(folder, ignore_errors=True)
-    dist.barrier()
-    dist.close()
     return result
 
 
@@ -492,6 +451,7 @@ def describe_scorers() -> list[dict[str, Any]]:
             out.append({"name": name, "error": _error_message(e)})
             continue
         doc = inspect.getdoc(cls) or ""
+        fields = cls.Options.model_fields
         out.append(
             {
                 "name": name,
@@ -500,7 +460,8 @@ def describe_scorers() -> list[dict[str, Any]]:
                 "difficulty_column": cls.difficulty_column(),
                 "direction": cls.direction,
                 "needs_model": cls.needs_model,
-                "options": {k: (None if v is inspect.Parameter.empty else v) for k, v in _init_options(cls).items()},
+                "options": {k: f.get_default(call_default_factory=True) for k, f in fields.items()},
+                "option_help": {k: f.description or "" for k, f in fields.items()},
             }
         )
     return out

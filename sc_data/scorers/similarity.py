@@ -28,13 +28,14 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from sc_data.errors import ConfigError, config_error
-from sc_data.scorers.base import Batch, Scorer
+from sc_data.errors import ConfigError
+from sc_data.models.loading import Device, DType
+from sc_data.scorers.base import Batch, Scorer, ScorerOptions
 
 DEFAULT_GENERATOR = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "all-minilm-l6-v2"
@@ -57,39 +58,36 @@ def cosine_margins(
     return cos(answer, chosen), cos(answer, rejected)
 
 
-class SimilarityOptions(BaseModel):
-    """Options of :class:`SimilarityScorer`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str = Field(
-        DEFAULT_GENERATOR, description="The unaligned model that answers the prompts."
-    )
-    encoder: str = Field(
-        DEFAULT_ENCODER, description="Sentence encoder (the paper: all-MiniLM-L6-v2)."
-    )
-    max_new_tokens: int = Field(
-        512, ge=1, description="Tokens generated per answer (the paper: 512)."
-    )
-    temperature: float = Field(0.7, gt=0, description="Sampling temperature (the paper: 0.7).")
-    top_k: int = Field(50, ge=0, description="Top-k sampling; 0 turns it off.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; 1.0 turns it off.")
-    seed: int = Field(0, description="Base seed; each row samples under row_seed(seed, id).")
-    max_prompt_length: int = Field(512, ge=8, description="Prompt tokens kept (from the end).")
-    generated_column: str | None = Field(
-        None, description="Column holding answers already generated: skip generation."
-    )
-    batch_size: int = Field(32, ge=1, description="Texts per encoder batch.")
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    trust_remote_code: bool = False
-
-
 class SimilarityScorer(Scorer):
     """Embedding margin of the unaligned model's own answer: a large margin means an easy pair.
 
-    Args: see :class:`SimilarityOptions` (all keyword-only, stored unchanged).
+    Options: see :class:`SimilarityScorer.Options`.
     """
+
+    class Options(ScorerOptions):
+        """Options of :class:`SimilarityScorer`."""
+
+        model: str = Field(
+            DEFAULT_GENERATOR, description="The unaligned model that answers the prompts."
+        )
+        encoder: str = Field(
+            DEFAULT_ENCODER, description="Sentence encoder (the paper: all-MiniLM-L6-v2)."
+        )
+        max_new_tokens: int = Field(
+            512, ge=1, description="Tokens generated per answer (the paper: 512)."
+        )
+        temperature: float = Field(0.7, gt=0, description="Sampling temperature (the paper: 0.7).")
+        top_k: int = Field(50, ge=0, description="Top-k sampling; 0 turns it off.")
+        top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; 1.0 turns it off.")
+        seed: int = Field(0, description="Base seed; each row samples under row_seed(seed, id).")
+        max_prompt_length: int = Field(512, ge=8, description="Prompt tokens kept (from the end).")
+        generated_column: str | None = Field(
+            None, description="Column holding answers already generated: skip generation."
+        )
+        batch_size: int = Field(32, ge=1, description="Texts per encoder batch.")
+        device: Device = Field("auto", description="Where the models run.")
+        dtype: DType = Field("auto", description="The generator's dtype; auto = bf16 on CUDA.")
+        trust_remote_code: bool = Field(False, description="Run the generator repository's own code.")
 
     name: ClassVar[str] = "similarity"
     fields: ClassVar[dict[str, str]] = {
@@ -102,37 +100,6 @@ class SimilarityScorer(Scorer):
     difficulty_field: ClassVar[str] = "margin"
     direction: ClassVar[Literal["larger_is_easier"]] = "larger_is_easier"
 
-    def __init__(
-        self,
-        *,
-        model: str = DEFAULT_GENERATOR,
-        encoder: str = DEFAULT_ENCODER,
-        max_new_tokens: int = 512,
-        temperature: float = 0.7,
-        top_k: int = 50,
-        top_p: float = 1.0,
-        seed: int = 0,
-        max_prompt_length: int = 512,
-        generated_column: str | None = None,
-        batch_size: int = 32,
-        device: str = "auto",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-    ) -> None:
-        self.model = model
-        self.encoder = encoder
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.top_k = top_k
-        self.top_p = top_p
-        self.seed = seed
-        self.max_prompt_length = max_prompt_length
-        self.generated_column = generated_column
-        self.batch_size = batch_size
-        self.device = device
-        self.dtype = dtype
-        self.trust_remote_code = trust_remote_code
-
     def config(self) -> dict[str, Any]:
         """The options, plus the encoder's token limit once loaded (MiniLM: 256 word pieces)."""
         out = super().config()
@@ -142,22 +109,11 @@ class SimilarityScorer(Scorer):
             out["model_ref"] = self._refs
         return out
 
-    def validate(self) -> SimilarityOptions:
-        """Check the options without loading anything (the runner calls it before any model loads).
-
-        Raises:
-            ConfigError: an option out of range or not a valid choice.
-        """
-        try:
-            return SimilarityOptions(**super().config())
-        except ValidationError as e:
-            raise config_error(f"{self.name} option(s)", e, hint="Fix the value(s) or drop the option(s).") from None
-
     def load(self) -> None:
         """Load the encoder, and the generator unless answers come from ``generated_column``."""
         from sc_data.models.loading import load_causal_lm, load_sentence_encoder
 
-        opts = self.validate()
+        opts = cast(SimilarityScorer.Options, self.validate())
         self._refs: dict[str, Any] = {}
         if opts.generated_column is None:
             model, tokenizer, ref = load_causal_lm(

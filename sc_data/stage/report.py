@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from sc_data.errors import InputError
 from sc_data.io import atomic_path
 from sc_data.stage.difficulty import category_codes, grouped_percentile
+from sc_data.stage.folder import shard_files
 
 PLOT_NAMES = ("difficulty_histogram", "category_tier_heatmap", "score_correlation", "score_by_tier")
 
@@ -161,7 +162,7 @@ def report(path: Path | str, output_dir: Path | str | None = None) -> list[Path]
         InputError: ``path`` holds no staged shards.
     """
     root = Path(path)
-    shards = sorted((root / "data").glob("*/*.parquet")) if (root / "data").is_dir() else []
+    shards = shard_files(root)
     if not shards:
         raise InputError(f"{str(root)!r} holds no data/*/*.parquet shards; is it a folder written by `sc-data stage`?")
     table = pa.concat_tables([pq.read_table(s) for s in shards], promote_options="default")

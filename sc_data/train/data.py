@@ -4,14 +4,11 @@ Tokenisation and log-probs go through the shared core (:mod:`sc_data.models.logp
 the ``ref_margin`` scorer and evaluation split prompt/answer and truncate identically, and the
 stored reference log-probs of the scorer can stand in for stage 0's reference pass.
 
-Layout read (DESIGN.md, "Staged dataset on disk"): ``sc_manifest.json``,
-``data/tier_{k}/*.parquet``, ``data/eval/*.parquet``, optional ``data/dev/*.parquet``.
+The staged folder is read through :mod:`sc_data.stage.folder`.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,40 +16,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from sc_data.errors import InputError
+from sc_data.stage.folder import StagedData, read_staged
 
-_TIER_DIR = re.compile(r"^tier_(\d+)$")
 STORED_CHOSEN = "ref_margin__chosen_logp"
 STORED_REJECTED = "ref_margin__rejected_logp"
-
-
-@dataclass
-class StagedData:
-    """A staged dataset in memory.
-
-    Attributes:
-        root: local folder.
-        manifest: ``sc_manifest.json`` as a dict.
-        train: every training row (all tiers), with an int ``tier`` column.
-        eval: the held-out ``eval`` split, or None.
-        dev: the dev split carved from training pairs (Cat-DPO), or None.
-    """
-
-    root: Path
-    manifest: dict[str, Any]
-    train: pa.Table
-    eval: pa.Table | None
-    dev: pa.Table | None
-
-
-def _read_dir(folder: Path) -> pa.Table | None:
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        return None
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
 
 def load_staged(ref: str | Path, *, verify: bool = True) -> StagedData:
@@ -60,7 +29,7 @@ def load_staged(ref: str | Path, *, verify: bool = True) -> StagedData:
 
     Args:
         ref: local folder or Hub reference.
-        verify: check shards against the manifest (``sc_data.stage.export.verify``) before reading.
+        verify: check shards against the manifest (:func:`sc_data.stage.folder.verify`) before reading.
 
     Raises:
         InputError: not a staged folder, or no training tiers.
@@ -68,31 +37,7 @@ def load_staged(ref: str | Path, *, verify: bool = True) -> StagedData:
     """
     from sc_data.hub import resolve_dataset
 
-    root = resolve_dataset(ref)
-    manifest_path = root / "sc_manifest.json"
-    if not manifest_path.is_file():
-        raise InputError(
-            f"{str(root)!r} is not a staged dataset: sc_manifest.json is missing; run `sc-data stage` first "
-            "or pass the folder it wrote"
-        )
-    if verify:
-        from sc_data.stage.export import verify as verify_folder
-
-        verify_folder(root)
-    manifest = json.loads(manifest_path.read_text("utf-8"))
-    tiers = []
-    for folder in sorted((root / "data").glob("tier_*"), key=lambda p: int(_TIER_DIR.match(p.name).group(1)) if _TIER_DIR.match(p.name) else -1):
-        match = _TIER_DIR.match(folder.name)
-        table = _read_dir(folder) if match else None
-        if table is None:
-            continue
-        if "tier" not in table.column_names:
-            table = table.append_column("tier", pa.array([int(match.group(1))] * len(table), pa.int64()))
-        tiers.append(table)
-    if not tiers:
-        raise InputError(f"{str(root)!r} has no training tiers (data/tier_*/ *.parquet); was it staged with an eval split only?")
-    train = pa.concat_tables(tiers, promote_options="default")
-    return StagedData(root=root, manifest=manifest, train=train, eval=_read_dir(root / "data" / "eval"), dev=_read_dir(root / "data" / "dev"))
+    return read_staged(resolve_dataset(ref), verify_files=verify)
 
 
 def messages(table: pa.Table, column: str) -> list[list[dict[str, str]]]:

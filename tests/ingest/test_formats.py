@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sc_data.ingest import ingest_tables
-from sc_data.ingest.detect import detect_format
+from sc_data.ingest.formats import detect_format
 from sc_data.ingest.validate import content_id
 from sc_data.schema import pair_id
 

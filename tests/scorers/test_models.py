@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from sc_data.errors import ConfigError, ModelNotFoundError
+from sc_data.io import cache_dir
 from sc_data.models.loading import (
     BUILTIN_ALIASES,
     ModelRef,
-    cache_dir,
     load_causal_lm,
     load_sentence_encoder,
     resolve_device,

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from sc_data.errors import ConfigError
+from sc_data.models.chat import plain_conversation
 from sc_data.scorers.base import get_scorer_class
-from sc_data.scorers.reward_gap import RewardGapScorer, plain_conversation
+from sc_data.scorers.reward_gap import RewardGapScorer
 
 BATCH = {
     "id": ["a", "b", "c", "d"],

@@ -93,7 +93,7 @@ class TestRun:
         bad = table.column("id")[3].as_py()
         out = tmp_path / "scored.parquet"
         seen: list[tuple[int, int]] = []
-        result = score(src, out, scorers=[LengthScorer(fail_ids=(bad,))], batch_size=4, progress=lambda d, t: seen.append((d, t)))
+        result = score(src, out, scorers=[LengthScorer(fail_ids=(bad,))], part_rows=4, progress=lambda d, t: seen.append((d, t)))
         scored = pq.read_table(out)
         assert scored.column_names[: len(table.column_names)] == table.column_names
         assert scored.select(table.column_names).to_pylist() == table.to_pylist()  # input untouched
@@ -118,7 +118,7 @@ class TestRun:
         cfg = tmp_path / "cfg.yaml"
         cfg.write_text(f"scorers:\n  ref_margin:\n    model: {tiny_lm_dir}\n    max_length: 64\n    max_prompt_length: 32\n    device: cpu\n")
         out = tmp_path / "scored.parquet"
-        score(src, out, scorers=[], config_file=cfg, batch_size=4)
+        score(src, out, scorers=[], config_file=cfg, part_rows=4)
         manifest = json.loads((tmp_path / "scored.manifest.json").read_text())
         rm = manifest["scorers"]["ref_margin"]
         assert rm["max_length"] == 64 and rm["template"]["truncation"]["max_length"] == 64
@@ -142,7 +142,7 @@ SLOW_SCRIPT = textwrap.dedent(
             time.sleep(0.3)
             return super().score(batch)
 
-    score(sys.argv[1], sys.argv[2], scorers=[Slow()], batch_size=2, resume=sys.argv[3] == "resume")
+    score(sys.argv[1], sys.argv[2], scorers=[Slow()], part_rows=2, resume=sys.argv[3] == "resume")
     """
 )
 
@@ -163,7 +163,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     resumed = subprocess.run([sys.executable, "-c", SLOW_SCRIPT, str(src), str(out), "resume"], env=_env(), cwd=REPO, timeout=120)
     assert resumed.returncode == 0
     reference = tmp_path / "reference.parquet"
-    score(src, reference, scorers=[LengthScorer()], batch_size=2)
+    score(src, reference, scorers=[LengthScorer()], part_rows=2)
     assert pq.read_table(out).equals(pq.read_table(reference))
 
 
@@ -171,7 +171,7 @@ class TestCli:
     def test_score_cli_and_torchrun_two_processes(self, tmp_path: Path, tiny_lm_dir: Path) -> None:
         src = TestWiring._pairs(tmp_path, 9)
         single = tmp_path / "single.parquet"
-        args = ["-s", "ref_margin", "--model", str(tiny_lm_dir), "--option", "ref_margin.device=cpu", "--batch-size", "2"]
+        args = ["-s", "ref_margin", "--model", str(tiny_lm_dir), "--option", "ref_margin.device=cpu", "--part-rows", "2"]
         run = _cli("score", str(src), "-o", str(single), *args, "--json")
         assert run.returncode == 0, run.stderr
         summary = json.loads(run.stdout)

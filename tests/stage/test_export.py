@@ -16,8 +16,10 @@ import pytest
 import yaml
 
 from sc_data.errors import ConfigError, VerifyError
-from sc_data.stage.export import export, verify
-from sc_data.stage.pipeline import plan, stage
+from sc_data.stage.export import export
+from sc_data.stage.folder import verify
+from sc_data.stage.pipeline import stage
+from sc_data.stage.plan import plan
 from tests.stage.conftest import make_scored
 
 N_ROWS = 120

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from sc_data.errors import ConfigError, InputError
 from sc_data.schema import normalised_prompt_key
-from sc_data.stage.pipeline import StageConfig, assign, make_config, plan
+from sc_data.stage.config import StageConfig, make_config
+from sc_data.stage.plan import plan
 from sc_data.stage.tiers import StagingWarning
 from tests.stage.conftest import make_scored
 
@@ -160,7 +161,8 @@ class TestMissingScores:
         ]
         assert rejects[0]["raw"] == table.column("id")[3].as_py()
         assert result.keep.sum() + len(rejects) == 50
-        assert assign(table).num_rows == 48
+        result = plan(table)
+        assert result.table.filter(pa.array(result.keep)).num_rows == 48
 
 
 class TestStrategies:

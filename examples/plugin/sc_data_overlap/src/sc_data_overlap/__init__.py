@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sc_data.scorers.base import Batch, Scorer
+from pydantic import Field
+
+from sc_data.scorers.base import Batch, Scorer, ScorerOptions
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -26,18 +28,17 @@ class OverlapScorer(Scorer):
     Input columns: ``chosen``, ``rejected``. Output columns: ``overlap__jaccard`` (float64 in
     [0, 1]), ``overlap__shared_words`` (int64), ``overlap__error``.
 
-    Args:
-        min_words: rows whose answers have fewer words in total get an error instead of a score.
+    Options: ``min_words`` (see :class:`OverlapScorer.Options`).
     """
+
+    class Options(ScorerOptions):
+        min_words: int = Field(1, ge=1, description="Rows whose two answers have fewer words get an error, not a score.")
 
     name = "overlap"
     fields = {"jaccard": "float64", "shared_words": "int64"}
     difficulty_field = "jaccard"
     direction = "larger_is_harder"
     needs_model = False
-
-    def __init__(self, *, min_words: int = 1) -> None:
-        self.min_words = min_words
 
     def score(self, batch: Batch) -> dict[str, list[Any]]:
         jaccard: list[float | None] = []

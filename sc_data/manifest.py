@@ -1,0 +1,105 @@
+"""Manifests: the JSON record every step writes beside what it wrote, built and read in one place.
+
+A file output (``pairs.parquet``, ``scored.parquet``) gets ``<stem>.manifest.json`` beside it; a
+staged folder holds :data:`STAGED_MANIFEST` inside. Every manifest has the same header
+(``sc_data_version``, ``schema_version``, ``kind``, ``created``) and the fields of
+``sc_data/schemas/manifest.schema.json``: ``inputs`` (paths and sha256s), ``recipe`` (the resolved
+options), ``counts`` (``rows_in = rows_out + rows_rejected``), ``files`` (each written file's rows,
+bytes and sha256) and ``licenses``. A later step reads its input's manifest through
+:func:`upstream_of` to carry scorer settings, counts and licences forward.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import sc_data
+from sc_data.errors import InputError
+from sc_data.io import sha256_file, write_json
+from sc_data.schema import SCHEMA_VERSION
+
+#: The manifest inside a staged dataset folder (also the Hub repo layout).
+STAGED_MANIFEST = "sc_manifest.json"
+
+Kind = Literal["pairs", "scored", "staged"]
+
+
+def manifest_path(output: str | Path) -> Path:
+    """The manifest of a file output: ``scored.parquet`` -> ``scored.manifest.json`` beside it."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.manifest.json")
+
+
+def file_entry(root: Path, rel: str, rows: int, **extra: Any) -> dict[str, Any]:
+    """The manifest entry of one written file: its path relative to ``root``, rows, bytes, sha256."""
+    path = root / rel
+    return {"path": rel, "rows": rows, "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
+
+
+def new_manifest(
+    kind: Kind,
+    *,
+    inputs: list[dict[str, Any]],
+    recipe: dict[str, Any],
+    counts: dict[str, Any],
+    files: list[dict[str, Any]],
+    licenses: list[str],
+    **fields: Any,
+) -> dict[str, Any]:
+    """A manifest of ``kind`` with the common header; ``fields`` adds kind-specific keys."""
+    return {
+        "sc_data_version": sc_data.__version__,
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": inputs,
+        "recipe": recipe,
+        "licenses": licenses,
+        "counts": counts,
+        "files": files,
+        **fields,
+    }
+
+
+def write_manifest(manifest: dict[str, Any], path: str | Path) -> Path:
+    """Write ``manifest`` atomically; values JSON can't hold (paths, numpy scalars) become strings."""
+    write_json(json.loads(json.dumps(manifest, default=str)), path)
+    return Path(path)
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """A manifest as a dict.
+
+    Raises:
+        InputError: the file is missing, unreadable or not a JSON object.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError as e:
+        raise InputError(f"manifest {str(path)!r} does not exist") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"manifest {str(path)!r} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise InputError(f"manifest {str(path)!r} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def upstream_path(path: str | Path) -> Path | None:
+    """Where the manifest of a step's output is: beside a file, or inside a staged folder."""
+    path = Path(path)
+    candidate = path / STAGED_MANIFEST if path.is_dir() else manifest_path(path)
+    return candidate if candidate.is_file() else None
+
+
+def upstream_of(path: str | Path) -> dict[str, Any]:
+    """The manifest of ``path`` (a file output or a staged folder), or ``{}`` when it has none.
+
+    Raises:
+        InputError: a manifest exists but is not valid JSON.
+    """
+    found = upstream_path(path)
+    return read_manifest(found) if found is not None else {}

@@ -1,0 +1,230 @@
+"""The staged dataset folder: its layout, how to read it, and how to check it against its manifest.
+
+Every reader and writer of a staged folder goes through this module (the writer is
+:mod:`sc_data.stage.export`; readers are training, evaluation, ``inspect``, ``report``, the Hub
+client). The layout is also the Hub repo layout, so ``datasets.load_dataset(folder, "tier_0")``
+and ``pd.read_parquet`` work on it unchanged::
+
+    README.md                                 card; YAML ``configs:`` one per tier + ``all`` (default)
+    sc_manifest.json                          versions, inputs, recipe, counts, every file's sha256
+    data/tier_{k}/train-{i:05d}-of-{n:05d}.parquet
+    data/eval/test-00000-of-00001.parquet
+    data/dev/dev-00000-of-00001.parquet       only with a dev split
+    rejects.parquet                           rows left out, with the reason
+    plots/*.png
+
+A *part* is one of ``tier_{k}``, ``eval`` or ``dev``; it lives in ``data/<part>/`` and is the
+split ``train``, ``test`` or ``dev`` of the card's configs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sc_data.errors import InputError, VerifyError
+from sc_data.io import sha256_file
+from sc_data.manifest import STAGED_MANIFEST, read_manifest
+
+CARD = "README.md"
+REJECTS = "rejects.parquet"
+DATA = "data"
+#: Files a Hub client may add to a downloaded copy; verify ignores them.
+CLIENT_FILES = (".gitattributes",)
+CLIENT_DIRS = (".cache",)
+_TIER_RE = re.compile(r"^tier_(\d+)$")
+#: Non-tier part -> (file prefix = split name in the card, the card config it belongs to).
+_SPLIT_OF_PART = {"eval": ("test", "all"), "dev": ("dev", "all")}
+
+
+def part_location(part: str) -> tuple[str, str, str]:
+    """(folder, file prefix = split name, card config) of a part: ``tier_0`` -> data/tier_0, train, tier_0."""
+    if _TIER_RE.match(part):
+        return f"{DATA}/{part}", "train", part
+    split, config = _SPLIT_OF_PART[part]
+    return f"{DATA}/{part}", split, config
+
+
+def tier_index(part: str) -> int | None:
+    """``tier_3`` -> 3; None for a part that is not a tier."""
+    match = _TIER_RE.match(part)
+    return int(match.group(1)) if match else None
+
+
+def is_staged(path: str | Path) -> bool:
+    """Whether ``path`` is a folder with a staged manifest."""
+    return (Path(path) / STAGED_MANIFEST).is_file()
+
+
+def shard_files(root: str | Path) -> list[Path]:
+    """Every data shard of a staged folder (tiers, eval, dev), in a stable order."""
+    return sorted((Path(root) / DATA).glob("*/*.parquet"))
+
+
+def read_part(root: str | Path, part: str) -> pa.Table | None:
+    """The rows of one part (``tier_0``, ``eval``, ``dev``), or None when it has no shard."""
+    files = sorted((Path(root) / DATA / part).glob("*.parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+@dataclass
+class StagedData:
+    """A staged dataset in memory.
+
+    Attributes:
+        root: local folder.
+        manifest: ``sc_manifest.json`` as a dict.
+        train: every training row (all tiers), with an int ``tier`` column.
+        eval: the held-out ``eval`` split, or None.
+        dev: the dev split carved from training pairs (Cat-DPO), or None.
+    """
+
+    root: Path
+    manifest: dict[str, Any]
+    train: pa.Table
+    eval: pa.Table | None
+    dev: pa.Table | None
+
+
+def read_staged(root: str | Path, *, verify_files: bool = True) -> StagedData:
+    """Read a staged folder: every tier (easiest first) as ``train``, plus ``eval`` and ``dev``.
+
+    Args:
+        root: a folder written by ``sc-data stage`` (or pulled from the Hub).
+        verify_files: check every file against the manifest first (:func:`verify`).
+
+    Raises:
+        InputError: not a staged folder, or no training tiers.
+        VerifyError: the folder does not match its manifest.
+    """
+    root = Path(root)
+    if not is_staged(root):
+        raise InputError(
+            f"{str(root)!r} is not a staged dataset: {STAGED_MANIFEST} is missing; run `sc-data stage` first "
+            "or pass the folder it wrote"
+        )
+    if verify_files:
+        verify(root)
+    manifest = read_manifest(root / STAGED_MANIFEST)
+    tiers = sorted(
+        (k, p.name) for p in (root / DATA).glob("tier_*") if (k := tier_index(p.name)) is not None
+    )
+    tables = []
+    for k, part in tiers:
+        table = read_part(root, part)
+        if table is None:
+            continue
+        if "tier" not in table.column_names:
+            table = table.append_column("tier", pa.array([k] * len(table), pa.int64()))
+        tables.append(table)
+    if not tables:
+        raise InputError(f"{str(root)!r} has no training tiers (data/tier_*/*.parquet); was it staged with an eval split only?")
+    train = pa.concat_tables(tables, promote_options="default")
+    return StagedData(root=root, manifest=manifest, train=train, eval=read_part(root, "eval"), dev=read_part(root, "dev"))
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` checked.
+
+    Attributes:
+        path: the staged folder.
+        files: number of files checked against the manifest.
+        rows_in, rows_out, rows_rejected: the manifest's counts, re-derived from the files.
+        by_split: split -> rows counted in the shards.
+    """
+
+    path: Path
+    files: int
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    by_split: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the CLI's ``--json``)."""
+        return {**self.__dict__, "path": str(self.path)}
+
+
+def _check_file(root: Path, entry: dict[str, Any]) -> None:
+    """One listed file against its manifest entry: present, same bytes, same sha256, same rows."""
+    rel = entry["path"]
+    file = root / rel
+    if not file.is_file():
+        raise VerifyError(f"{rel}: listed in {STAGED_MANIFEST} but missing; re-download or re-stage the dataset")
+    size = file.stat().st_size
+    if size != entry["bytes"]:
+        raise VerifyError(f"{rel}: {size} bytes, the manifest says {entry['bytes']}; the file was modified or truncated")
+    digest = sha256_file(file)
+    if digest != entry["sha256"]:
+        raise VerifyError(f"{rel}: sha256 {digest} differs from the manifest's {entry['sha256']}; the file was modified")
+    if rel.endswith(".parquet"):
+        rows = pq.ParquetFile(file).metadata.num_rows
+        if rows != entry["rows"]:
+            raise VerifyError(f"{rel}: {rows} rows, the manifest says {entry['rows']}")
+
+
+def _check_no_extras(root: Path, listed: set[str]) -> None:
+    allowed = listed | {STAGED_MANIFEST, CARD, *CLIENT_FILES}
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = file.relative_to(root).as_posix()
+        if rel.split("/", 1)[0] in CLIENT_DIRS:
+            continue
+        if rel not in allowed:
+            raise VerifyError(f"{rel}: not listed in {STAGED_MANIFEST}; remove it or re-stage the dataset")
+
+
+def verify(path: str | Path) -> VerifyReport:
+    """Check a staged folder against its manifest: every file's bytes, sha256 and rows, no extras.
+
+    Raises:
+        VerifyError: naming the file: a missing or modified file, a row count that differs, an
+            unlisted file, or counts that don't add up.
+    """
+    root = Path(path)
+    manifest_file = root / STAGED_MANIFEST
+    if not manifest_file.is_file():
+        raise VerifyError(f"{str(root)!r} has no {STAGED_MANIFEST}; is it a folder written by `sc-data stage`?")
+    try:
+        manifest = read_manifest(manifest_file)
+    except InputError as e:
+        raise VerifyError(f"{e}; re-run `sc-data stage`") from e
+    if manifest.get("kind") != "staged":
+        raise VerifyError(f"{manifest_file}: kind is {manifest.get('kind')!r}, expected 'staged'")
+    listed = {entry["path"]: entry for entry in manifest.get("files", [])}
+    for entry in listed.values():
+        _check_file(root, entry)
+    _check_no_extras(root, set(listed))
+    if not (root / CARD).is_file():
+        raise VerifyError(f"{CARD}: missing; the dataset card holds the configs `load_dataset` needs")
+    by_split: dict[str, int] = {}
+    for entry in listed.values():
+        if entry.get("kind") == "data":
+            by_split[entry["split"]] = by_split.get(entry["split"], 0) + entry["rows"]
+    rows_out = sum(by_split.values())
+    rows_rejected = sum(e["rows"] for e in listed.values() if e.get("kind") == "rejects")
+    counts = manifest.get("counts", {})
+    expected = {
+        "rows_out": rows_out,
+        "rows_rejected": rows_rejected,
+        "rows_in": rows_out + rows_rejected,
+        "by_split": by_split,
+    }
+    for key, value in expected.items():
+        if counts.get(key) != value:
+            raise VerifyError(f"{STAGED_MANIFEST}: counts.{key} is {counts.get(key)!r} but the files add up to {value!r}")
+    return VerifyReport(
+        path=root,
+        files=len(listed),
+        rows_in=rows_out + rows_rejected,
+        rows_out=rows_out,
+        rows_rejected=rows_rejected,
+        by_split=by_split,
+    )
