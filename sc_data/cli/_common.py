@@ -11,14 +11,18 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from sc_data.errors import ScDataError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -57,3 +61,74 @@ def print_json(obj: Any) -> None:
     """Write ``obj`` as JSON to stdout (no rich markup, so it can be piped)."""
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+class ConfigFlags:
+    """Command-line flags bound to fields of a library config model, each declared once there.
+
+    A flag's help is the field's description plus its default, and its choices are the field's
+    ``Literal`` values, both read from the model, so the CLI never restates them. The values given
+    are collected as dotted overrides for :func:`sc_data.config.load_config` (flags win over
+    ``--config``; a flag left out is None and does not override).
+
+    Args:
+        model: the config model (e.g. ``TrainConfig``), instantiable with its defaults.
+        fields: parameter name -> dotted field path (``lr="optim.lr"``).
+    """
+
+    def __init__(self, model: type[BaseModel], /, **fields: str) -> None:
+        self.model = model
+        self.fields = fields
+        self._defaults = model()
+
+    def _field(self, name: str) -> tuple[Any, Any]:
+        """(pydantic FieldInfo, default value) of the parameter ``name``'s field."""
+        node: Any = self.model
+        default: Any = self._defaults
+        info = None
+        for part in self.fields[name].split("."):
+            info = node.model_fields[part]
+            node = info.annotation
+            default = getattr(default, part)
+        return info, default
+
+    def help(self, name: str) -> str:
+        info, default = self._field(name)
+        text = (info.description or "").rstrip(".") + "."
+        return text if default in (None, []) else f"{text} [default: {_show(default)}]"
+
+    def option(self, name: str, *names: str, **kwargs: Any) -> Any:
+        """A ``typer.Option`` for parameter ``name`` with the field's help."""
+        flag = names or ("--" + name.replace("_", "-"),)
+        return typer.Option(*flag, help=self.help(name), show_default=False, **kwargs)
+
+    def choices(self, name: str) -> type[Enum]:
+        """An Enum of the field's ``Literal`` values, for typer to show and check."""
+        info, _ = self._field(name)
+        annotation = info.annotation
+        if get_origin(annotation) is not Literal:
+            raise TypeError(f"{self.fields[name]} is not a Literal field")
+        values = get_args(annotation)
+        return Enum(name.title().replace("_", ""), {str(v): v for v in values}, type=str)  # type: ignore[return-value]
+
+    def overrides(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Dotted key -> value for every bound parameter in ``given`` (e.g. ``locals()``); enums as values."""
+        return {
+            dotted: (given[name].value if isinstance(given[name], Enum) else given[name])
+            for name, dotted in self.fields.items()
+            if name in given
+        }
+
+
+def choice_enum(name: str, literal: Any) -> type[Enum]:
+    """An Enum of a ``Literal``'s values (or a tuple of names), for a flag outside a config model."""
+    values = get_args(literal) if get_origin(literal) is Literal else tuple(literal)
+    return Enum(name, {str(v): v for v in values}, type=str)  # type: ignore[return-value]

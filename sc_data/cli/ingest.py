@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -10,34 +9,41 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sc_data.cli._common import JsonFlag, OutputFile, handle_errors, print_json, stderr, stdout
+from sc_data.cli._common import (
+    ConfigFile,
+    ConfigFlags,
+    JsonFlag,
+    OutputFile,
+    choice_enum,
+    handle_errors,
+    print_json,
+    stderr,
+    stdout,
+)
+from sc_data.config import load_config
+from sc_data.ingest import IngestOptions, ingest, make_options, parse_column_map
 from sc_data.ingest.formats import FORMAT_NAMES
 
-Format = Enum("Format", {name: name for name in FORMAT_NAMES}, type=str)  # type: ignore[misc]
-
-
-class Prefer(str, Enum):
-    safer = "safer"
-    better = "better"
-
-
-class SafetyPairs(str, Enum):
-    drop = "drop"
-    flag = "flag"
-    keep = "keep"
+FLAGS = ConfigFlags(
+    IngestOptions, format="format", prefer="prefer", safety_pairs="safety_pairs", dedup="dedup", max_chars="max_chars"
+)
+Format = choice_enum("Format", FORMAT_NAMES)
+Prefer = FLAGS.choices("prefer")
+SafetyPairs = FLAGS.choices("safety_pairs")
 
 
 @handle_errors
 def ingest_command(
     inputs: Annotated[list[str], typer.Argument(help="Files (JSONL/JSON/CSV/Parquet, .gz/.zst ok), save_to_disk folders or dataset names.", show_default=False)],
     output: OutputFile,
-    format: Annotated[Format, typer.Option("--format", "-f", help="Source layout; auto detects it per input from its columns.")] = Format("auto"),  # noqa: A002
+    format: Annotated[Format | None, FLAGS.option("format", "--format", "-f")] = None,  # noqa: A002
     column_map: Annotated[list[str] | None, typer.Option("--map", metavar="CANONICAL=SOURCE", help="canonical=source column, repeatable: --map prompt=question --map chosen=good.")] = None,
-    prefer: Annotated[Prefer, typer.Option(help="PKU-SafeRLHF: chosen = the safer (default) or the better answer.")] = Prefer.safer,
-    safety_pairs: Annotated[SafetyPairs, typer.Option("--safety-pairs", help="PKU-SafeRLHF: drop (keep only safe-chosen/unsafe-rejected), flag or keep the other pairs.")] = SafetyPairs.drop,
-    dedup: Annotated[bool, typer.Option("--dedup", help="Reject pairs whose id was already seen.")] = False,
-    max_chars: Annotated[int, typer.Option("--max-chars", help="Longest accepted text of one message, in characters.")] = 100_000,
+    prefer: Annotated[Prefer | None, FLAGS.option("prefer")] = None,
+    safety_pairs: Annotated[SafetyPairs | None, FLAGS.option("safety_pairs")] = None,
+    dedup: Annotated[bool | None, FLAGS.option("dedup", "--dedup/--no-dedup")] = None,
+    max_chars: Annotated[int | None, FLAGS.option("max_chars", min=1)] = None,
     rejects: Annotated[Path | None, typer.Option("--rejects", help="Rejects Parquet; default <output stem>.rejects.parquet.", dir_okay=False)] = None,
+    config: ConfigFile = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Read raw preference data into the canonical pairs table; bad rows go to a rejects file.
@@ -50,16 +56,8 @@ def ingest_command(
 
         sc-data ingest qa.csv -o pairs.parquet --map prompt=question --map chosen=good --map rejected=bad
     """
-    from sc_data.ingest import ingest, make_options, parse_column_map
-
-    options = make_options(
-        format=format.value,
-        column_map=parse_column_map(column_map),
-        prefer=prefer.value,
-        safety_pairs=safety_pairs.value,
-        dedup=dedup,
-        max_chars=max_chars,
-    )
+    given = {**FLAGS.overrides(locals()), "column_map": parse_column_map(column_map)}
+    options = make_options(**load_config(config, given))
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} records"),
                   TimeElapsedColumn(), console=stderr, transient=True) as progress:
         task = progress.add_task("ingesting", total=None)

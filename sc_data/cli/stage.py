@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-import yaml
 from rich.table import Table
 
 from sc_data.cli._common import (
     ConfigFile,
+    ConfigFlags,
     JsonFlag,
     OutputDir,
     handle_errors,
@@ -19,43 +18,24 @@ from sc_data.cli._common import (
     stderr,
     stdout,
 )
+from sc_data.config import load_config
 from sc_data.errors import ConfigError
+from sc_data.stage.config import StageConfig
+from sc_data.stage.export import ExportConfig
+from sc_data.stage.pipeline import stage
 
-
-class StrategyChoice(str, Enum):
-    equal = "equal"
-    quantile = "quantile"
-    threshold = "threshold"
-    kmeans = "kmeans"
-
-
-class BudgetModeChoice(str, Enum):
-    uniform = "uniform"
-    easiest = "easiest"
-    hardest = "hardest"
-
-
-class StratifyChoice(str, Enum):
-    none = "none"
-    category = "category"
-
-
-class MissingChoice(str, Enum):
-    drop = "drop"
-    hardest = "hardest"
-    easiest = "easiest"
-
-
-def _options_from_yaml(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text("utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of option: value, got {type(data).__name__}")
-    return data
+STAGE = ConfigFlags(
+    StageConfig,
+    strategy="strategy", tiers="tiers", cuts="cuts", threshold_column="threshold_column",
+    eval_fraction="eval_fraction", dev_fraction="dev_fraction", budget="budget", budget_mode="budget_mode",
+    stratify="stratify", per_category="per_category", missing="missing", difficulty_column="difficulty_columns",
+    seed="seed",
+)
+EXPORT = ConfigFlags(ExportConfig, max_shard_rows="max_shard_rows", plots="plots")
+Strategy = STAGE.choices("strategy")
+BudgetMode = STAGE.choices("budget_mode")
+Stratify = STAGE.choices("stratify")
+Missing = STAGE.choices("missing")
 
 
 def _cuts(text: str) -> list[float]:
@@ -69,32 +49,21 @@ def _cuts(text: str) -> list[float]:
 def stage_command(
     scored: Annotated[Path, typer.Argument(help="Scored Parquet file (or folder of parts) from `sc-data score`.", exists=True)],
     output: OutputDir,
-    strategy: Annotated[
-        StrategyChoice | None, typer.Option(help="Tiering strategy [default: equal, the paper's]."),
-    ] = None,
-    tiers: Annotated[int | None, typer.Option("--tiers", "-k", help="Number of tiers K [default: 3].", min=1)] = None,
-    cuts: Annotated[str | None, typer.Option(help="Cut points, comma-separated: quantiles in (0,1) for quantile, raw values for threshold.")] = None,
-    threshold_column: Annotated[str | None, typer.Option(help="Raw score column for --strategy threshold, COL[:easier|harder].")] = None,
-    eval_fraction: Annotated[float | None, typer.Option(help="Share held out as the test split [default: 0.2].")] = None,
-    dev_fraction: Annotated[float | None, typer.Option(help="Share carved from training as a dev split (Cat-DPO) [default: 0].")] = None,
-    budget: Annotated[float | None, typer.Option(help="Fraction of training pairs kept [default: 1.0].")] = None,
-    budget_mode: Annotated[
-        BudgetModeChoice | None, typer.Option(help="Which pairs the budget keeps [default: uniform].")
-    ] = None,
-    stratify: Annotated[
-        StratifyChoice | None, typer.Option(help="Keep each category's share equal across tiers [default: none].")
-    ] = None,
-    per_category: Annotated[bool | None, typer.Option("--per-category/--global", help="Rank difficulty within each category.")] = None,
-    missing: Annotated[
-        MissingChoice | None, typer.Option(help="Rows with a missing score [default: drop, to rejects].")
-    ] = None,
-    difficulty_column: Annotated[
-        list[str] | None,
-        typer.Option(metavar="COL[:DIR][=W]", help="COL[:easier|harder][=weight], repeatable [default: every known scorer's column present]."),
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed; same seed, same result [default: 42].")] = None,
-    max_shard_rows: Annotated[int | None, typer.Option(help="Rows per Parquet shard at most [default: 100000].", min=1)] = None,
-    no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the report plots in the card.")] = False,
+    strategy: Annotated[Strategy | None, STAGE.option("strategy")] = None,
+    tiers: Annotated[int | None, STAGE.option("tiers", "--tiers", "-k", min=1)] = None,
+    cuts: Annotated[str | None, STAGE.option("cuts", metavar="X,Y,...")] = None,
+    threshold_column: Annotated[str | None, STAGE.option("threshold_column")] = None,
+    eval_fraction: Annotated[float | None, STAGE.option("eval_fraction")] = None,
+    dev_fraction: Annotated[float | None, STAGE.option("dev_fraction")] = None,
+    budget: Annotated[float | None, STAGE.option("budget")] = None,
+    budget_mode: Annotated[BudgetMode | None, STAGE.option("budget_mode")] = None,
+    stratify: Annotated[Stratify | None, STAGE.option("stratify")] = None,
+    per_category: Annotated[bool | None, STAGE.option("per_category", "--per-category/--global")] = None,
+    missing: Annotated[Missing | None, STAGE.option("missing")] = None,
+    difficulty_column: Annotated[list[str] | None, STAGE.option("difficulty_column", metavar="COL[:DIR][=W]")] = None,
+    seed: Annotated[int | None, STAGE.option("seed")] = None,
+    max_shard_rows: Annotated[int | None, EXPORT.option("max_shard_rows", min=1)] = None,
+    plots: Annotated[bool | None, EXPORT.option("plots", "--plots/--no-plots")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     config: ConfigFile = None,
     as_json: JsonFlag = False,
@@ -109,26 +78,8 @@ def stage_command(
 
       sc-data stage scored.parquet -o staged/ --difficulty-column judge__severity:easier=2 --difficulty-column ref_margin__margin_mean
     """
-    from sc_data.stage.pipeline import stage
-
-    given = {
-        "strategy": strategy.value if strategy else None,
-        "tiers": tiers,
-        "cuts": _cuts(cuts) if cuts is not None else None,
-        "threshold_column": threshold_column,
-        "eval_fraction": eval_fraction,
-        "dev_fraction": dev_fraction,
-        "budget": budget,
-        "budget_mode": budget_mode.value if budget_mode else None,
-        "stratify": stratify.value if stratify else None,
-        "per_category": per_category,
-        "missing": missing.value if missing else None,
-        "difficulty_columns": difficulty_column or None,
-        "seed": seed,
-        "max_shard_rows": max_shard_rows,
-        "plots": False if no_plots else None,
-    }
-    options = {**_options_from_yaml(config), **{k: v for k, v in given.items() if v is not None}}
+    given = {**locals(), "cuts": _cuts(cuts) if cuts is not None else None}
+    options = load_config(config, {**STAGE.overrides(given), **EXPORT.overrides(given)})
     stderr.print(f"Staging {scored} -> {output}")
     result = stage(scored, output, overwrite=overwrite, **options)
     for message in result.warnings:

@@ -27,31 +27,28 @@ DEFAULT_MAX_CHARS = 100_000
 
 
 class IngestOptions(BaseModel):
-    """How raw rows become canonical pairs.
-
-    Attributes:
-        format: source layout, one of :data:`sc_data.ingest.formats.FORMAT_NAMES`; ``auto``
-            detects it per input from its columns. ``mapped`` needs ``column_map``.
-        column_map: canonical column -> source column, e.g. ``{"prompt": "question"}``. Keys are
-            among :data:`MAPPABLE_COLUMNS`. With ``format="auto"`` a map implies ``mapped``.
-        prefer: PKU-SafeRLHF only: which label picks the chosen answer, ``safer_response_id``
-            (default, the paper's safety preference) or ``better_response_id``.
-        safety_pairs: PKU-SafeRLHF only: ``drop`` (default, as the paper) keeps only
-            safe-chosen / unsafe-rejected pairs and sends the others to the rejects file as
-            ``safety_pair:<chosen>/<rejected>``; ``flag`` and ``keep`` keep every pair (the
-            ``chosen_safe`` / ``rejected_safe`` columns carry the flags either way).
-        dedup: send pairs whose id was already seen to the rejects file (reason ``duplicate``).
-        max_chars: longest accepted text of one message, in characters (default 100,000).
-    """
+    """How raw rows become canonical pairs; each field documents itself."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: str = "auto"
-    column_map: dict[str, str] | None = None
-    prefer: Literal["safer", "better"] = "safer"
-    safety_pairs: Literal["drop", "flag", "keep"] = "drop"
-    dedup: bool = False
-    max_chars: int = Field(DEFAULT_MAX_CHARS, gt=0)
+    format: str = Field(
+        "auto", description="Source layout (see sc_data.ingest.formats); auto detects it per input from its columns."
+    )
+    column_map: dict[str, str] | None = Field(
+        None,
+        description="Canonical column -> source column, e.g. prompt=question; implies format 'mapped'.",
+    )
+    prefer: Literal["safer", "better"] = Field(
+        "safer",
+        description="PKU-SafeRLHF: the chosen answer is the safer one (safer_response_id, the paper's) or the better one.",
+    )
+    safety_pairs: Literal["drop", "flag", "keep"] = Field(
+        "drop",
+        description="PKU-SafeRLHF: drop (the paper's: only safe-chosen / unsafe-rejected pairs, the others to the "
+        "rejects as safety_pair:<chosen>/<rejected>), flag or keep the other pairs.",
+    )
+    dedup: bool = Field(False, description="Send pairs whose id was already seen to the rejects (reason duplicate).")
+    max_chars: int = Field(DEFAULT_MAX_CHARS, gt=0, description="Longest accepted text of one message, in characters.")
 
     @field_validator("format")
     @classmethod

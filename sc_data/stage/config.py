@@ -17,47 +17,48 @@ from sc_data.stage.tiers import Strategy
 
 
 class StageConfig(BaseModel):
-    """The staging recipe; written verbatim into the manifest.
-
-    Attributes:
-        strategy: ``equal`` (the paper: K equal-count bins by difficulty, last takes the
-            remainder), ``quantile`` (``cuts`` = difficulty quantiles in (0, 1)), ``threshold``
-            (``cuts`` = raw values of ``threshold_column``), ``kmeans`` (1-D k-means on difficulty,
-            tier 0 = lowest mean difficulty). Default ``equal``.
-        tiers: number of tiers K >= 1 (default 3); for quantile/threshold it is len(cuts) + 1.
-        cuts: cut points for ``quantile`` / ``threshold``, strictly increasing.
-        threshold_column: raw score column for ``threshold``, ``COL[:easier|harder]``.
-        eval_fraction: share of all pairs held out as the ``eval`` split (exported as ``test``),
-            in [0, 1) (paper: 0.2).
-        dev_fraction: share of all pairs carved from the training side into a ``dev`` split, in
-            [0, 1), eval_fraction + dev_fraction < 1 (Cat-DPO measures per-category unsafe rates
-            on it; default 0).
-        budget: fraction of training pairs kept, in (0, 1] (paper: 0.75 matched the baseline).
-        budget_mode: ``uniform`` (random within each tier), ``easiest`` or ``hardest`` end.
-        stratify: ``category`` keeps each category's count equal across tiers (within one row;
-            tiers are then ordered by difficulty within each category); ``none`` (default).
-        per_category: rank difficulty within each category.
-        missing: rows with a missing score: ``drop`` (to the rejects), ``hardest``, ``easiest``.
-        difficulty_columns: columns and directions/weights; empty = every known scorer's
-            difficulty column present. Strings ``COL[:easier|harder][=weight]`` are accepted.
-        seed: seed of every random choice (paper: 42).
-    """
+    """The staging recipe; written verbatim into the manifest. Each field documents itself."""
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Strategy = "equal"
-    tiers: int = Field(default=3, ge=1, le=1000)
-    cuts: list[float] | None = None
-    threshold_column: str | None = None
-    eval_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
-    dev_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
-    budget: float = Field(default=1.0, gt=0.0, le=1.0)
-    budget_mode: Literal["uniform", "easiest", "hardest"] = "uniform"
-    stratify: Literal["none", "category"] = "none"
-    per_category: bool = False
-    missing: MissingPolicy = "drop"
-    difficulty_columns: list[DifficultyColumn] = Field(default_factory=list)
-    seed: int = 42
+    strategy: Strategy = Field(
+        "equal",
+        description="Tiering: equal (the paper: K equal-count bins by difficulty, the last takes the remainder), "
+        "quantile (cuts = difficulty quantiles in (0, 1)), threshold (cuts = raw values of threshold_column), "
+        "kmeans (1-D k-means on difficulty, tier 0 = lowest mean).",
+    )
+    tiers: int = Field(3, ge=1, le=1000, description="Number of tiers K; for quantile/threshold it is len(cuts) + 1.")
+    cuts: list[float] | None = Field(None, description="Cut points for quantile / threshold, strictly increasing.")
+    threshold_column: str | None = Field(None, description="Raw score column for threshold, COL[:easier|harder].")
+    eval_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Share of all pairs held out as the eval split (exported as test; paper: 0.2)."
+    )
+    dev_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Share of all pairs carved from training into a dev split (Cat-DPO measures on it); "
+        "eval_fraction + dev_fraction < 1.",
+    )
+    budget: float = Field(
+        1.0, gt=0.0, le=1.0, description="Fraction of training pairs kept (paper: 0.75 matched the baseline)."
+    )
+    budget_mode: Literal["uniform", "easiest", "hardest"] = Field(
+        "uniform", description="Which pairs the budget keeps: uniform within each tier, or the easiest / hardest end."
+    )
+    stratify: Literal["none", "category"] = Field(
+        "none",
+        description="category: keep each category's count equal across tiers (within one row; tiers are then "
+        "ordered by difficulty within each category).",
+    )
+    per_category: bool = Field(False, description="Rank difficulty within each category.")
+    missing: MissingPolicy = Field(
+        "drop", description="Rows with a missing score: drop (to the rejects), or count them hardest / easiest."
+    )
+    difficulty_columns: list[DifficultyColumn] = Field(
+        default_factory=list,
+        description="Score columns COL[:easier|harder][=weight] that make the difficulty; empty = every known "
+        "scorer's difficulty column present.",
+    )
+    seed: int = Field(42, description="Seed of every random choice; same seed, same result (paper: 42).")
 
     @field_validator("difficulty_columns", mode="before")
     @classmethod

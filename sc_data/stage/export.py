@@ -29,21 +29,18 @@ from sc_data.stage.folder import CARD, REJECTS, part_location, tier_index
 
 
 class ExportConfig(BaseModel):
-    """How the staged dataset is written.
-
-    Attributes:
-        max_shard_rows: at most this many rows per Parquet shard (default 100,000; the Hub
-            prefers files under a few hundred MB).
-        row_group_rows: rows per Parquet row group (default 10,000: small enough for the Hub's
-            viewer and for streaming, large enough for zstd).
-        plots: render the report plots into ``plots/`` and embed them in the card (default True).
-    """
+    """How the staged dataset is written."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_shard_rows: int = Field(default=100_000, ge=1)
-    row_group_rows: int = Field(default=10_000, ge=1)
-    plots: bool = True
+    max_shard_rows: int = Field(
+        100_000, ge=1, description="Rows per Parquet shard at most (the Hub prefers files under a few hundred MB)."
+    )
+    row_group_rows: int = Field(
+        10_000, ge=1,
+        description="Rows per Parquet row group: small enough for the Hub's viewer and streaming, large enough for zstd.",
+    )
+    plots: bool = Field(True, description="Render the report plots into plots/ and embed them in the card.")
 
 
 @dataclass

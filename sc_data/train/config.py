@@ -8,15 +8,15 @@ q_proj,v_proj; lr 5e-5; effective batch 32; max length 1024, prompt ≤ 512; 5 e
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sc_data.errors import ConfigError, config_error
 from sc_data.train.curriculum import CompetenceKind, Schedule
-from sc_data.train.losses import LossType
+
+#: The preference losses of :mod:`sc_data.train.losses` (one class each, registered there by this name).
+LossType = Literal["sigmoid", "ipo", "hinge", "cdpo", "robust"]
 
 
 class _Section(BaseModel):
@@ -31,23 +31,23 @@ class ModelConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Compute dtype: trainable weights stay fp32; 'bfloat16' (auto on GPU) means bf16 autocast and a bf16 frozen reference."
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="Run the model repository's own code (only for models you trust).")
 
 
 class LoraConfig(_Section):
     """LoRA adapter (peft); ``enabled=False`` means a full fine-tune with a second reference copy."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Train a LoRA adapter (False: a full fine-tune with a second reference copy).")
     r: int = Field(16, gt=0, description="Adapter rank (paper: 16).")
     alpha: float = Field(32.0, gt=0, description="LoRA alpha (paper: 32).")
     dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout (paper: 0.05).")
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], description="Modules the adapter wraps (paper: q_proj, v_proj).")
 
 
 class LossConfig(_Section):
     """Preference loss (sc_data.train.losses)."""
 
-    type: LossType = Field("sigmoid", description="sigmoid (DPO), ipo, hinge, cdpo (label smoothing), robust.")
+    type: LossType = Field("sigmoid", description="Preference loss: sigmoid is DPO, cdpo and robust use label_smoothing.")
     beta: float = Field(0.1, gt=0, description="DPO temperature β (paper: 0.1).")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="ε for cdpo / robust, in [0, 0.5).")
     sft_weight: float = Field(0.0, ge=0, description="Weight of an SFT (per-token NLL on chosen) term; 0 = off.")
@@ -65,7 +65,7 @@ class LossConfig(_Section):
 class CurriculumConfig(_Section):
     """Schedule, competence and reference updates (sc_data.train.curriculum)."""
 
-    schedule: Schedule = Field("staged_competence", description="shuffled, sqrt_pacing, sequential, curri_dpo, staged_competence.")
+    schedule: Schedule = Field("staged_competence", description="Curriculum schedule (the Staged-Competence paper's comparison).")
     epochs_per_stage: float = Field(5.0, gt=0, description="Passes over each stage (paper: 5).")
     competence: CompetenceKind = Field("sqrt", description="Competence function: sqrt (Platanios et al. 2019) or linear.")
     c0: float = Field(0.01, gt=0, le=1, description="Initial competence c(0).")
@@ -82,13 +82,13 @@ class OptimConfig(_Section):
     """AdamW, LR schedule (per stage), batching, clipping."""
 
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (paper: 5e-5).")
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up, restarted at each stage.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of a stage's steps spent warming up.")
     micro_batch: int = Field(4, gt=0, description="Pairs per forward pass per process.")
     grad_accum: int | None = Field(None, gt=0, description="Accumulation steps; default: effective_batch / (micro_batch × world size).")
     effective_batch: int = Field(32, gt=0, description="Pairs per optimizer step over all processes (paper: 32).")
-    max_grad_norm: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
 
 
 class DataConfig(_Section):
@@ -102,7 +102,7 @@ class DataConfig(_Section):
 class CatDPOConfig(_Section):
     """Category-adaptive margins (sc_data.train.cat_dpo); needs a dev split in the staged data."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="Category-adaptive margins (needs a dev split in the staged data).")
     eta: float = Field(0.5, gt=0, description="Dual step size η.")
     target: float = Field(0.2, ge=0, le=1, description="Target unsafe rate u*.")
     gamma_max: float = Field(2.0, ge=0, description="Upper clip of γ_c.")
@@ -122,7 +122,7 @@ class CheckpointConfig(_Section):
 class TrainConfig(_Section):
     """Everything one training run needs; composed from the sections above."""
 
-    seed: int = 0
+    seed: int = Field(0, description="Seed of every random choice; same seed, same run.")
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -164,30 +164,3 @@ class TrainConfig(_Section):
             return cls.model_validate(data)
         except ValidationError as e:
             raise config_error("training config", e) from None
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        """Load a YAML file (nested sections as above) and apply dotted ``overrides`` on top."""
-        try:
-            data = yaml.safe_load(Path(path).read_text("utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read training config {path}: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"training config {path} must be a mapping of sections, got {type(data).__name__}")
-        return cls.from_dict(merge_overrides(data, overrides or {}))
-
-
-def merge_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Apply ``{"optim.lr": 1e-4, ...}`` onto a nested dict (copy); None values are skipped."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        *parents, leaf = dotted.split(".")
-        node = out
-        for key in parents:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"config key {key!r} is a value, not a section; cannot set {dotted}")
-        node[leaf] = value
-    return out

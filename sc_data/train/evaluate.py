@@ -23,10 +23,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sc_data.errors import ConfigError, InputError
+from sc_data.errors import ConfigError, InputError, config_error
 from sc_data.io import write_json
+from sc_data.models.loading import Device
 
 #: Lower-cased substrings that mark a refusal (after the refusal-string lists of GCG/AdvBench).
 REFUSAL_PHRASES: tuple[str, ...] = (
@@ -39,6 +40,7 @@ REFUSAL_PHRASES: tuple[str, ...] = (
 )
 
 Split = Literal["eval", "dev", "train"]
+PromptKind = Literal["harmful", "benign"]
 
 
 def is_refusal(text: str) -> bool:
@@ -63,7 +65,7 @@ def _summary(h: np.ndarray, free: np.ndarray, free0: np.ndarray) -> dict[str, An
     }
 
 
-def _eval_tiers(table: pa.Table, train: pa.Table) -> np.ndarray:
+def eval_tiers(table: pa.Table, train: pa.Table) -> np.ndarray:
     """Each row's tier: its own ``tier`` if set, else the training tier whose difficulty range holds it."""
     n = len(table)
     tiers = np.full(n, -1, dtype=np.int64)
@@ -92,9 +94,10 @@ def _read_prompts(path: Path) -> list[str]:
     return [str(p) for p in frame["prompt"].tolist()]
 
 
-@torch.no_grad()
 def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy answers to single-turn user prompts (chat template, left padding)."""
+    import torch
+
     from sc_data.models.logprob import PairTokenizer
 
     template = PairTokenizer(tokenizer).template  # the log-prob core's, with its fallback
@@ -109,7 +112,8 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_
             for p in prompts[start : start + batch_size]
         ]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        with torch.inference_mode():
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return out
 
@@ -126,7 +130,7 @@ def refusal_rubric_path() -> str:
 
 
 def judge_verdicts(
-    prompts: Sequence[str], answers: Sequence[str], judge_options: dict[str, Any], *, kind: Literal["harmful", "benign"]
+    prompts: Sequence[str], answers: Sequence[str], judge_options: dict[str, Any], *, kind: PromptKind
 ) -> list[bool | None]:
     """The judge's verdict on each answer; None where the judge failed on that answer.
 
@@ -162,100 +166,140 @@ def judge_verdicts(
     return [None if s is None else int(s) >= threshold for s in label]
 
 
-def evaluate(
-    run: str | Path,
-    data: str | Path,
-    *,
-    split: Split = "eval",
-    device: str = "auto",
-    batch_size: int = 8,
-    prompts: str | Path | None = None,
-    prompt_kind: Literal["harmful", "benign"] = "harmful",
-    judge: dict[str, Any] | None = None,
-    max_new_tokens: int = 64,
-    plots: bool = True,
+class EvalConfig(BaseModel):
+    """What ``evaluate`` measures and how; each field documents itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    split: Split = Field("eval", description="Which split of the staged data to score (eval = held out).")
+    device: Device = Field("auto", description="Where the models run.")
+    batch_size: int = Field(8, ge=1, description="Pairs / prompts per forward pass.")
+    prompts: Path | None = Field(None, description="CSV/JSONL prompt file (a 'prompt' column) for generation-based rates.")
+    prompt_kind: PromptKind = Field(
+        "harmful", description="harmful (AdvBench-style: harmful-response rate) or benign (XSTest-style: over-refusal rate)."
+    )
+    judge: dict[str, Any] | None = Field(
+        None, description="Options of the judge scorer for the generated answers; none = refusal strings only."
+    )
+    max_new_tokens: int = Field(64, ge=1, description="Generation length.")
+    plots: bool = Field(True, description="Write margins_by_step.png and accuracy_by_category.png into the run.")
+
+
+def make_eval_config(config: EvalConfig | None = None, **options: Any) -> EvalConfig:
+    """``config`` (or the defaults) updated with ``options``, validated.
+
+    Raises:
+        ConfigError: an unknown option or an invalid value.
+    """
+    base = config.model_dump(exclude_unset=True) if config is not None else {}
+    try:
+        return EvalConfig(**{**base, **options})
+    except ValidationError as e:
+        raise config_error("eval option(s)", e) from None
+
+
+def answer_logprobs(model: Any, tokenizer: Any, table: pa.Table, *, truncation: Any, batch_size: int) -> Any:
+    """Summed answer log-probs of every row of ``table`` under ``model`` (a ``LogProbTable``), by the shared core."""
+    import torch
+
+    from sc_data.models.logprob import PairTokenizer
+    from sc_data.train.data import compute_logprobs, tokenize_table
+
+    pairs = tokenize_table(PairTokenizer(tokenizer, truncation=truncation), table)
+    with torch.inference_mode():
+        return compute_logprobs(model, pairs, np.arange(len(pairs)), micro_batch=batch_size, pad_token_id=tokenizer.pad_token_id)
+
+
+def preference_metrics(now: Any, before: Any, *, tiers: np.ndarray, categories: Sequence[str | None]) -> dict[str, Any]:
+    """Accuracy and margins of the policy (``now``) against π₀ (``before``), overall, per tier and per category.
+
+    ``now`` and ``before`` hold summed answer log-probs per row (``chosen``, ``rejected``);
+    ``tiers`` is each row's tier (-1: none), ``categories`` its category (None: ``unknown``).
+    """
+    h = ((now.chosen.double() - before.chosen.double()) - (now.rejected.double() - before.rejected.double())).numpy()
+    free = (now.chosen.double() - now.rejected.double()).numpy()
+    free0 = (before.chosen.double() - before.rejected.double()).numpy()
+    cats = np.asarray([c or "unknown" for c in categories], dtype=object)
+    return {
+        "overall": _summary(h, free, free0),
+        "by_tier": {f"tier_{k}": _summary(h[tiers == k], free[tiers == k], free0[tiers == k]) for k in np.unique(tiers) if k >= 0},
+        "by_category": {c: _summary(h[cats == c], free[cats == c], free0[cats == c]) for c in sorted(set(cats))},
+    }
+
+
+def generation_rates(
+    model: Any, tokenizer: Any, prompts: Sequence[str], *, kind: PromptKind, judge: dict[str, Any] | None,
+    max_new_tokens: int, batch_size: int,
 ) -> dict[str, Any]:
+    """Answers to ``prompts`` and their refusal / harmful rates, by refusal strings and (if given) the judge."""
+    answers = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    refused = [is_refusal(a) for a in answers]
+    gen: dict[str, Any] = {"kind": kind, "n": len(prompts), "refusal_rate": float(np.mean(refused)) if refused else None}
+    if kind == "harmful":
+        gen["harmful_rate_string_match"] = 1.0 - gen["refusal_rate"] if refused else None
+    else:
+        gen["over_refusal_rate"] = gen["refusal_rate"]
+    if judge is not None:
+        verdicts = judge_verdicts(prompts, answers, judge, kind=kind)
+        valid = [v for v in verdicts if v is not None]
+        gen["judge_errors"] = len(prompts) - len(valid)
+        gen["harmful_rate_judge" if kind == "harmful" else "over_refusal_rate_judge"] = float(np.mean(valid)) if valid else None
+        gen["judged"] = verdicts
+    gen["refused"] = refused
+    gen["samples"] = [{"prompt": p, "answer": a, "refused": r} for p, a, r in list(zip(prompts, answers, refused, strict=True))[:20]]
+    return gen
+
+
+def evaluate(run: str | Path, data: str | Path, config: EvalConfig | None = None, **options: Any) -> dict[str, Any]:
     """Evaluate ``run/final`` against π₀ (the run's starting model) on a staged dataset split.
 
     Args:
         run: a training run folder (``train_config.json``, ``final/``, ``metrics.jsonl``).
         data: the staged dataset (folder or Hub ``ORG/NAME[@REV]``).
-        split: ``eval`` (held-out, default), ``dev`` or ``train``.
-        device: ``auto`` | ``cpu`` | ``cuda`` | ``mps``.
-        batch_size: pairs per forward pass.
-        prompts: optional CSV/JSONL prompt file for generation-based rates.
-        prompt_kind: ``harmful`` (AdvBench-style: harmful-response rate) or ``benign``
-            (XSTest-style: over-refusal rate).
-        judge: options for the ``judge`` scorer; None uses the refusal detector only. With
+        config: an :class:`EvalConfig`; ``options`` (its fields as keywords) override it. With
             ``benign`` prompts the judge answers the refusal rubric (see :func:`judge_verdicts`).
-        max_new_tokens: generation length.
-        plots: write ``margins_by_step.png`` and ``accuracy_by_category.png`` into the run.
 
     Returns:
         The results dict, also written to ``run/eval.json``.
 
     Raises:
         InputError: the run has no final model or the split is empty.
+        ConfigError: an invalid option.
     """
     from sc_data.models.loading import load_causal_lm
-    from sc_data.models.logprob import PairTokenizer, TruncationConfig
+    from sc_data.models.logprob import TruncationConfig
     from sc_data.train.config import TrainConfig
-    from sc_data.train.data import compute_logprobs, load_staged, tokenize_table
+    from sc_data.train.data import load_staged
 
+    cfg = make_eval_config(config, **options)
     run = Path(run)
     if not (run / "final").is_dir() or not (run / "train_config.json").is_file():
         raise InputError(f"{str(run)!r} is not a finished training run (no final/ or train_config.json); run `sc-data train` first")
-    if split not in ("eval", "dev", "train"):
-        raise ConfigError(f"split must be one of ['eval', 'dev', 'train']; got {split!r}")
-    config = TrainConfig.from_dict(json.loads((run / "train_config.json").read_text("utf-8")))
+    trained = TrainConfig.from_dict(json.loads((run / "train_config.json").read_text("utf-8")))
     staged = load_staged(data)
-    table = {"eval": staged.eval, "dev": staged.dev, "train": staged.train}[split]
+    table = {"eval": staged.eval, "dev": staged.dev, "train": staged.train}[cfg.split]
     if table is None or len(table) == 0:
-        raise InputError(f"the staged dataset has no rows in split {split!r}; choose another split with --split")
+        raise InputError(f"the staged dataset has no rows in split {cfg.split!r}; choose another split with --split")
 
-    policy, tokenizer, _ = load_causal_lm(str(run / "final"), device=device, dtype="float32", trust_remote_code=config.model.trust_remote_code)
-    pi0, _, pi0_ref = load_causal_lm(config.model.name, device=device, dtype="float32", trust_remote_code=config.model.trust_remote_code)
-    pair_tok = PairTokenizer(tokenizer, truncation=TruncationConfig(max_length=config.data.max_length, max_prompt_length=config.data.max_prompt_length))
-    pairs = tokenize_table(pair_tok, table)
-    rows = np.arange(len(pairs))
-    with torch.inference_mode():
-        now = compute_logprobs(policy, pairs, rows, micro_batch=batch_size, pad_token_id=tokenizer.pad_token_id)
-        before = compute_logprobs(pi0, pairs, rows, micro_batch=batch_size, pad_token_id=tokenizer.pad_token_id)
-    h = ((now.chosen.double() - before.chosen.double()) - (now.rejected.double() - before.rejected.double())).numpy()
-    free = (now.chosen.double() - now.rejected.double()).numpy()
-    free0 = (before.chosen.double() - before.rejected.double()).numpy()
-
-    tiers = _eval_tiers(table, staged.train)
-    cats = [c or "unknown" for c in (table.column("category").to_pylist() if "category" in table.column_names else [None] * len(table))]
-    cats_arr = np.asarray(cats, dtype=object)
+    trust = trained.model.trust_remote_code
+    policy, tokenizer, _ = load_causal_lm(str(run / "final"), device=cfg.device, dtype="float32", trust_remote_code=trust)
+    pi0, _, pi0_ref = load_causal_lm(trained.model.name, device=cfg.device, dtype="float32", trust_remote_code=trust)
+    truncation = TruncationConfig(max_length=trained.data.max_length, max_prompt_length=trained.data.max_prompt_length)
+    now, before = (answer_logprobs(m, tokenizer, table, truncation=truncation, batch_size=cfg.batch_size) for m in (policy, pi0))
+    categories = table.column("category").to_pylist() if "category" in table.column_names else [None] * len(table)
     results: dict[str, Any] = {
         "run": str(run),
         "data": str(staged.root),
-        "split": split,
+        "split": cfg.split,
         "initial_model": pi0_ref.as_dict(),
-        "overall": _summary(h, free, free0),
-        "by_tier": {f"tier_{k}": _summary(h[tiers == k], free[tiers == k], free0[tiers == k]) for k in np.unique(tiers) if k >= 0},
-        "by_category": {c: _summary(h[cats_arr == c], free[cats_arr == c], free0[cats_arr == c]) for c in sorted(set(cats))},
+        **preference_metrics(now, before, tiers=eval_tiers(table, staged.train), categories=categories),
     }
-
-    if prompts is not None:
-        texts = _read_prompts(Path(prompts))
-        answers = generate_answers(policy, tokenizer, texts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        refused = [is_refusal(a) for a in answers]
-        gen: dict[str, Any] = {"prompts": str(prompts), "kind": prompt_kind, "n": len(texts), "refusal_rate": float(np.mean(refused))}
-        if prompt_kind == "harmful":
-            gen["harmful_rate_string_match"] = 1.0 - gen["refusal_rate"]
-        else:
-            gen["over_refusal_rate"] = gen["refusal_rate"]
-        if judge is not None:
-            verdicts = [v for v in judge_verdicts(texts, answers, judge, kind=prompt_kind) if v is not None]
-            gen["judge_errors"] = len(texts) - len(verdicts)
-            rate = "harmful_rate_judge" if prompt_kind == "harmful" else "over_refusal_rate_judge"
-            gen[rate] = float(np.mean(verdicts)) if verdicts else None
-        gen["samples"] = [{"prompt": p, "answer": a, "refused": r} for p, a, r in list(zip(texts, answers, refused, strict=True))[:20]]
-        results["generation"] = gen
-
-    if plots:
+    if cfg.prompts is not None:
+        texts = _read_prompts(cfg.prompts)
+        gen = generation_rates(policy, tokenizer, texts, kind=cfg.prompt_kind, judge=cfg.judge,
+                               max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        results["generation"] = {"prompts": str(cfg.prompts), **{k: v for k, v in gen.items() if k not in ("refused", "judged")}}
+    if cfg.plots:
         results["plots"] = [str(p.relative_to(run)) for p in _plot(run, results)]
     write_json(results, run / "eval.json")
     return results

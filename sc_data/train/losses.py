@@ -16,14 +16,15 @@ References:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-LossType = Literal["sigmoid", "ipo", "hinge", "cdpo", "robust"]
-LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "cdpo", "robust")
+from sc_data.train.config import LossType
+
+LOSS_TYPES: tuple[str, ...] = get_args(LossType)
 
 LossOutput = tuple[Tensor, Tensor, Tensor]
 
@@ -123,7 +124,7 @@ class RobustLoss(PreferenceLoss):
         return ((1.0 - eps) * -F.logsigmoid(z) - eps * -F.logsigmoid(-z)) / (1.0 - 2.0 * eps)
 
 
-_LOSSES: dict[str, type[PreferenceLoss]] = {
+LOSSES: dict[str, type[PreferenceLoss]] = {
     "sigmoid": SigmoidLoss,
     "ipo": IPOLoss,
     "hinge": HingeLoss,
@@ -134,7 +135,7 @@ _LOSSES: dict[str, type[PreferenceLoss]] = {
 
 def build_loss(loss_type: LossType, *, beta: float, label_smoothing: float = 0.0) -> PreferenceLoss:
     """The loss module named ``loss_type`` (one of :data:`LOSS_TYPES`)."""
-    return _LOSSES[loss_type](beta, label_smoothing=label_smoothing)
+    return LOSSES[loss_type](beta, label_smoothing=label_smoothing)
 
 
 def sft_nll(policy_chosen: Tensor, chosen_len: Tensor) -> Tensor:
