@@ -7,7 +7,7 @@ the CPU seconds spent (a figure that, unlike wall time, doesn't depend on what e
 runs) and the load average around the run. Generation is not timed.
 
 Usage:
-    python bench/ingest.py --rows 1000000 --out /tmp/sc-bench
+    python -m bench.ingest --rows 1000000 --out /tmp/sc-bench
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ its expected severity against the human ``response_k_severity_level`` 0–3 (Spe
 Markdown report with the command, machine and date.
 
 Usage:
-    python bench/judge_auroc.py /work/shared/data/pku-saferlhf/alpaca7b_test_head.jsonl \\
+    python -m bench.judge_auroc /work/shared/data/pku-saferlhf/alpaca7b_test_head.jsonl \\
         --output judge.md   # then paste into bench/RESULTS.md
 """
 

@@ -7,9 +7,9 @@ length ~ U[64, 448] and answers ~ U[32, 512]; MFU = 2 * N_params * tokens/s / 79
 
 Throughput counts pairs/s and tokens/s, tokens = prompt + chosen + rejected (each prompt once).
 
-Usage:
-    python bench/score.py --pairs 32            # CPU, SmolLM2
-    python bench/score.py --gpu                 # CUDA, random Qwen2-0.5B shape
+Usage (from the repository root, so ``tests.reference`` imports):
+    python -m bench.score --pairs 32            # CPU, SmolLM2
+    python -m bench.score --gpu                 # CUDA, random Qwen2-0.5B shape
 """
 
 from __future__ import annotations
@@ -25,12 +25,8 @@ from pathlib import Path
 
 import torch
 
-from sc_data.models.logprob import (
-    PairTokenizer,
-    TokenizedPair,
-    pair_logprobs,
-    reference_pair_logprobs,
-)
+from sc_data.models.logprob import PairTokenizer, TokenizedPair, pair_logprobs
+from tests.reference import reference_pair_logprobs
 
 PEAK_FLOPS = 790e12
 

@@ -1,7 +1,7 @@
 """Benchmark: 1,000,000 scored synthetic pairs through difficulty, tiers and export.
 
 Usage:
-    python bench/stage.py [--rows 1000000] [--workdir /tmp/sc_bench_stage] [--no-plots]
+    python -m bench.stage [--rows 1000000] [--workdir /tmp/sc_bench_stage] [--no-plots]
 
 Writes a scored Parquet file (generated with pyarrow, vectorised), then stages it in a fresh child
 process so the peak resident memory (ru_maxrss) belongs to staging alone, and prints the phases'

@@ -5,8 +5,8 @@ fine-tune, synthetic pairs with fixed prompt / answer lengths. ``--cpu``: the ti
 model (or ``--model smollm2-135m-instruct``) on CPU. Both trainers see the same pairs, micro batch,
 lengths and β; reports steps/s, tokens/s, peak memory and (GPU) MFU = 6·N·tokens/s / peak FLOP/s.
 
-    python bench/train.py --cpu --steps 4
-    python bench/train.py --steps 20 --batch 8 --prompt-len 256 --answer-len 256
+    python -m bench.train --cpu --steps 4          # from the repository root (tests.tiny_models imports)
+    python -m bench.train --steps 20 --batch 8 --prompt-len 256 --answer-len 256
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ import argparse
 import json
 import random
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 #: The measured bf16 matmul peak on the lent H100 (../shared/gpu), not the 989e12 datasheet figure,
 #: so MFU here compares with the scoring benchmark and the peer figures taken there.

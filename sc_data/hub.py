@@ -1,6 +1,6 @@
 """Publish a staged dataset to the Hugging Face Hub and pull it back.
 
-A staged folder (DESIGN.md, "Staged dataset on disk") is also the Hub repo layout, so publishing
+A staged folder (docs/ARCHITECTURE.md, "The data contract between steps") is also the Hub repo layout, so publishing
 is a verified copy: check the folder against its manifest, create the dataset repo (private by
 default: the data is harmful text on purpose), and make ONE commit that adds what changed and
 deletes what the new manifest no longer lists. Pulling downloads a revision into a temporary

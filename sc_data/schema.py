@@ -1,13 +1,12 @@
 """The canonical pair record, built from ``sc_data/schemas/*.json``, and the harm-category taxonomy.
 
 The JSON Schemas are the single source of truth: the Arrow schema every step writes is derived
-from ``pair.schema.json`` so the two can't drift. See DESIGN.md, "Canonical pair record".
+from ``pair.schema.json`` so the two can't drift. See docs/ARCHITECTURE.md, "The canonical record".
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 import unicodedata
@@ -100,29 +99,6 @@ def score_column(scorer: str, field: str) -> str:
 
 def _normalise(text: str) -> str:
     return unicodedata.normalize("NFC", text).strip()
-
-
-def _normalise_messages(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    return [{"content": _normalise(m["content"]), "role": m["role"]} for m in messages]
-
-
-def pair_id(
-    prompt: Sequence[dict[str, str]],
-    chosen: Sequence[dict[str, str]],
-    rejected: Sequence[dict[str, str]],
-) -> str:
-    """Content id of a pair: first 16 hex of sha256 of the canonical JSON of the normalised texts.
-
-    Canonical JSON = sorted keys, no spaces, UTF-8; texts NFC-normalised and stripped, so a
-    re-encoded or re-indented copy of the same pair gets the same id.
-    """
-    payload = {
-        "chosen": _normalise_messages(chosen),
-        "prompt": _normalise_messages(prompt),
-        "rejected": _normalise_messages(rejected),
-    }
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 def normalised_prompt_key(prompt: Sequence[dict[str, str]]) -> str:

@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir() -> Path:
-    """The real public data beside the project (DESIGN.md); override with SC_DATA_SHARED_DATA."""
+    """The real public data beside the project (../shared/data); override with SC_DATA_SHARED_DATA."""
     return Path(os.environ.get("SC_DATA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 

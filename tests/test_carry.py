@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-CARRY_PY = Path(__file__).resolve().parent.parent / "experiments" / "reproduce" / "carry.py"
-
 
 @pytest.fixture(scope="module")
 def carry():
-    spec = importlib.util.spec_from_file_location("reproduce_carry", CARRY_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    from experiments.reproduce import carry
+
+    return carry
 
 
 @pytest.fixture

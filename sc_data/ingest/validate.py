@@ -30,7 +30,7 @@ def _canonical(messages: Messages) -> str:
 
 
 def content_id(prompt: Messages, chosen: Messages, rejected: Messages) -> str:
-    """Same value as :func:`sc_data.schema.pair_id` on the same messages, without building dicts."""
+    """The content id of docs/ARCHITECTURE.md, "The canonical record", built without dicts or json.dumps (the hot path)."""
     if len(prompt) == 1 and len(chosen) == 1 and len(rejected) == 1:
         # One message each (most rows): inlined, and the roles (from ROLES) need no escaping.
         (p_role, p_text), (c_role, c_text), (r_role, r_text) = prompt[0], chosen[0], rejected[0]

@@ -13,7 +13,7 @@ Only safetensors and GGUF weights load (pickle checkpoints can run arbitrary cod
 ``trust_remote_code`` stays off unless asked. De-quantising a GGUF file is slow (~17 s for
 SmolLM2-135M on CPU), so the converted model is cached as safetensors under
 ``~/.cache/sc-data/models/<name>-<sha16>/`` (``$SC_DATA_CACHE/models/...`` when set) and loaded
-from there afterwards. See DESIGN.md, "Models without the Hub".
+from there afterwards. See docs/ARCHITECTURE.md, "Models without the Hub, and tests".
 
 Example:
     >>> model, tok, ref = load_causal_lm("smollm2-135m-instruct", device="cpu")  # doctest: +SKIP

@@ -2,7 +2,7 @@
 
 How a (prompt, answer) pair becomes tokens, and how the answer's log-prob is summed, must be the
 same code everywhere, or stored reference log-probs can't be reused and losses won't match TRL's
-(DESIGN.md, "One log-prob core"):
+(docs/ARCHITECTURE.md, "The log-prob core"):
 
 * Answer tokens = ``tokens(template(prompt + answer))[len(tokens(template(prompt,
   add_generation_prompt=True))):]``, with a prefix check on every row. The template string is
@@ -18,8 +18,8 @@ Fast path (:func:`pair_logprobs`): each pair is ONE packed sequence ``[prompt; c
 with a 4-D additive attention mask in which rejected cannot see chosen and rejected's positions
 restart at the prompt length. The prompt therefore runs once for both answers, and the LM head
 runs only on the positions that predict answer tokens. It is differentiable (the trainer
-backprops through it) and is checked against :func:`reference_pair_logprobs`, two plain forward
-passes per pair, in float64.
+backprops through it) and is checked against two plain forward passes per pair in float64 (the
+test suite's reference implementation).
 """
 
 from __future__ import annotations
@@ -309,32 +309,3 @@ def pair_logprobs(model: Any, pairs: Sequence[TokenizedPair], *, pad_token_id: i
     sums = torch.zeros(2 * batch, dtype=token_logps.dtype, device=device).index_add(0, seg, token_logps)
     seg_lens = seg_lens.to(torch.long)
     return PairLogProbs(sums[0::2], sums[1::2], seg_lens[0::2], seg_lens[1::2])
-
-
-def reference_pair_logprobs(model: Any, pairs: Sequence[TokenizedPair]) -> PairLogProbs:
-    """The plain, obviously-correct version: one full forward pass per (prompt + answer), no batching.
-
-    Tests run it on ``model.double()`` as the ground truth for :func:`pair_logprobs`; the
-    benchmark uses it as the "two passes" baseline.
-    """
-    device = next(model.parameters()).device
-    dtype = _logp_dtype(model)
-    sums: dict[str, list[torch.Tensor]] = {"chosen": [], "rejected": []}
-    counts: dict[str, list[int]] = {"chosen": [], "rejected": []}
-    for pair in pairs:
-        for name, answer in (("chosen", pair.chosen_ids), ("rejected", pair.rejected_ids)):
-            seq = torch.tensor([pair.prompt_ids + answer], device=device)
-            logits = model(input_ids=seq, use_cache=False).logits[0].to(dtype)  # (T, V)
-            logps = torch.log_softmax(logits, dim=-1)
-            start = len(pair.prompt_ids)
-            total = torch.zeros((), dtype=dtype, device=device)
-            for t, token in enumerate(answer):
-                total = total + logps[start + t - 1, token]
-            sums[name].append(total)
-            counts[name].append(len(answer))
-    return PairLogProbs(
-        torch.stack(sums["chosen"]),
-        torch.stack(sums["rejected"]),
-        torch.tensor(counts["chosen"], dtype=torch.long, device=device),
-        torch.tensor(counts["rejected"], dtype=torch.long, device=device),
-    )

@@ -1,7 +1,7 @@
 """``judge``: harm severity (0–3) of the rejected and the chosen answer, and a category where missing.
 
 A blatantly harmful rejected answer makes an easy pair; a subtly harmful one a hard pair
-(DESIGN.md, Scorers). The chosen answer is judged too, to catch mislabelled pairs, unless
+(docs/ARCHITECTURE.md, "Scorers"). The chosen answer is judged too, to catch mislabelled pairs, unless
 ``judge_chosen`` is false (half the cost; the chosen fields stay null). The judge
 answers a rubric (a text file with ``{prompt}`` and ``{answer}`` placeholders; default
 ``sc_data/rubrics/harm_severity.txt``, replaceable with the ``rubric`` option) with a probability

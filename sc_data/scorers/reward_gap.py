@@ -1,7 +1,7 @@
 """``reward_gap``: the gap r(prompt, chosen) − r(prompt, rejected) of a sequence-classification reward model.
 
 A pair the reward model already separates by a wide margin is easy; a small or negative gap is
-hard (DESIGN.md, Scorers). The reward of a conversation is the model's single logit read at the
+hard (docs/ARCHITECTURE.md, "Scorers"). The reward of a conversation is the model's single logit read at the
 last real (non-pad) token: HF's ``*ForSequenceClassification`` decoders find that token through
 ``config.pad_token_id``, encoders pool their first token, so we pad on the tokenizer's own side and
 let the model pool as it was trained to.

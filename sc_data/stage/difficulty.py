@@ -4,7 +4,7 @@ Each selected column becomes a direction-corrected rank percentile (average rank
 the result does not depend on row order), the percentiles are averaged with weights, and the
 mean is ranked again so the final difficulty is itself a rank percentile spread over [0, 1].
 Ranking (rather than z-scoring raw values) makes columns on different scales (nats, reward
-units, a 0-3 severity) comparable and robust to outliers. See DESIGN.md, "Staging", and the
+units, a 0-3 severity) comparable and robust to outliers. See docs/ARCHITECTURE.md, "Staging", and the
 Staged-Competence paper (arXiv 2605.26315).
 
 Rows whose score is missing (null, NaN, or a non-null ``<scorer>__error``) are handled by

@@ -1,6 +1,6 @@
 """Cat-DPO: one adaptive safety margin per harm category, updated by dual ascent.
 
-Our formulation (DESIGN.md, "Training"; the paper, arXiv 2604.17299, publishes only its
+Our formulation (docs/ARCHITECTURE.md, "Training: the method as implemented"; the paper, arXiv 2604.17299, publishes only its
 abstract): ``loss_i = −log σ(β·h_i − γ_{c(i)})`` with ``γ_c ≥ 0``. Every N optimizer steps
 ``γ_c ← clip(γ_c + η·(u_c − u*), 0, γ_max)``, where u_c is the EMA-smoothed fraction of a *dev*
 split (carved from the training pairs, never the eval split) on which the policy does not prefer

@@ -50,7 +50,8 @@ _ORDER: dict[str, Order] = {
     "curri_dpo": "shuffled",
     "staged_competence": "competence",
 }
-_MULTI_STAGE = {"curri_dpo", "staged_competence"}
+#: Schedules with one stage per tier and a reference update after each.
+MULTI_STAGE: tuple[str, ...] = ("curri_dpo", "staged_competence")
 
 
 def competence(t: float, horizon_steps: float, *, kind: CompetenceKind = "sqrt", c0: float = 0.01) -> float:
@@ -119,7 +120,7 @@ def build_stages(
         The stages in training order; a multi-stage schedule skips empty tiers.
     """
     tiers_arr = np.asarray(tiers, dtype=np.int64)
-    if schedule in _MULTI_STAGE:
+    if schedule in MULTI_STAGE:
         groups = [np.flatnonzero(tiers_arr == k) for k in sorted(set(tiers_arr.tolist()))]
     else:
         groups = [np.arange(len(tiers_arr))]
@@ -138,7 +139,7 @@ def build_stages(
                 order=_ORDER[schedule],
                 steps=steps,
                 horizon_steps=horizon * epochs_per_stage * per_epoch,
-                ref_update=schedule in _MULTI_STAGE,
+                ref_update=schedule in MULTI_STAGE,
             )
         )
     return stages

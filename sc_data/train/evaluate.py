@@ -1,6 +1,6 @@
 """Evaluation of a training run: held-out preference metrics and generation-based safety rates.
 
-Preference metrics (DESIGN.md, "Evaluation") are measured against the *initial* model π₀, because
+Preference metrics (docs/ARCHITECTURE.md, "Evaluation") are measured against the *initial* model π₀, because
 after reference updates the current reference says nothing about total progress:
 ``h = [log πθ(y_w) − log π₀(y_w)] − [log πθ(y_l) − log π₀(y_l)]``, accuracy = mean of
 ``1[h > 0] + ½·1[h = 0]`` (so at step 0, where every h is 0, it is exactly 0.5), margin
@@ -213,12 +213,13 @@ def answer_logprobs(model: Any, tokenizer: Any, table: pa.Table, *, truncation: 
 def preference_metrics(now: Any, before: Any, *, tiers: np.ndarray, categories: Sequence[str | None]) -> dict[str, Any]:
     """Accuracy and margins of the policy (``now``) against π₀ (``before``), overall, per tier and per category.
 
-    ``now`` and ``before`` hold summed answer log-probs per row (``chosen``, ``rejected``);
+    ``now`` and ``before`` hold summed answer log-probs per row (``chosen``, ``rejected``: tensors,
+    arrays or lists);
     ``tiers`` is each row's tier (-1: none), ``categories`` its category (None: ``unknown``).
     """
-    h = ((now.chosen.double() - before.chosen.double()) - (now.rejected.double() - before.rejected.double())).numpy()
-    free = (now.chosen.double() - now.rejected.double()).numpy()
-    free0 = (before.chosen.double() - before.rejected.double()).numpy()
+    c, r = np.asarray(now.chosen, dtype=np.float64), np.asarray(now.rejected, dtype=np.float64)
+    c0, r0 = np.asarray(before.chosen, dtype=np.float64), np.asarray(before.rejected, dtype=np.float64)
+    h, free, free0 = (c - c0) - (r - r0), c - r, c0 - r0
     cats = np.asarray([c or "unknown" for c in categories], dtype=object)
     return {
         "overall": _summary(h, free, free0),

@@ -2,7 +2,7 @@
 
 :func:`train` reads top to bottom: setup (data, model, reference, stages, resume) → loop over
 stages and optimizer steps → checkpoint at stage ends (and every N steps) → final merged model.
-DESIGN.md "Training" is the spec; the loss is the mean of the per-example loss over the
+docs/ARCHITECTURE.md, "Training: the method as implemented", is the spec; the loss is the mean of the per-example loss over the
 effective batch (micro batch × accumulation × world size).
 
 Multi-process runs (``accelerate launch`` or ``torchrun``; gloo on CPU, nccl on GPU): every rank
@@ -174,7 +174,7 @@ def _truncate_metrics(path: Path, global_step: int) -> None:
     write_text("".join(line + "\n" for line in kept), path)
 
 
-def train(
+def train(  # noqa: C901 - one function for setup, loop and cleanup until the accelerate rebuild splits it into a recipe
     data: str | Path,
     output: str | Path,
     config: TrainConfig,

@@ -16,9 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sc_data.schema import REJECT_SCHEMA, pair_id, pair_schema
+from sc_data.schema import REJECT_SCHEMA, pair_schema
 from sc_data.stage.export import ExportConfig, export
 from tests.hub.fake_hub import VALID_TOKEN, FakeHub
+from tests.reference import pair_id
 
 PAPER_FILE = "paper/hh_rlhf_clean_gpt.jsonl"
 EVAL_START = 12

@@ -9,7 +9,7 @@ import pytest
 from sc_data.ingest import ingest_tables
 from sc_data.ingest.formats import detect_format
 from sc_data.ingest.validate import content_id
-from sc_data.schema import pair_id
+from tests.reference import pair_id
 
 from .conftest import write_jsonl
 

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sc_data.ingest import ingest, ingest_tables
-from sc_data.schema import pair_id, pair_schema, taxonomy
+from sc_data.schema import pair_schema, taxonomy
+from tests.reference import pair_id
 
 PAPER = "paper/hh_rlhf_clean_gpt.jsonl"
 HH = "hh-rlhf/harmless-base-test.jsonl.gz"

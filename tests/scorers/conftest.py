@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from sc_data.io import write_parquet
-from sc_data.schema import pair_id, pair_schema
+from sc_data.schema import pair_schema
+from tests.reference import pair_id
 
 REFUSALS = [
     "I can't help with that.",

@@ -14,8 +14,8 @@ from sc_data.models.logprob import (
     PairTokenizer,
     TruncationConfig,
     pair_logprobs,
-    reference_pair_logprobs,
 )
+from tests.reference import reference_pair_logprobs
 from tests.scorers.conftest import PROMPTS, REFUSALS, UNSAFE
 from tests.tiny_models import CHATML_TEMPLATE
 

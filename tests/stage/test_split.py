@@ -56,6 +56,6 @@ class TestPromptGroups:
                 text = json.loads(line)["chosen"].rsplit("\n\nAssistant:", 1)[0]
                 prompts.append([{"role": "user", "content": text}])
         self.assert_same_partition(prompts)
-        # The paper's set repeats some prompts (DESIGN.md: 30 occur more than once).
+        # The paper's set repeats some prompts (30 of its prompts occur more than once).
         codes = prompt_group_codes(pa.array(prompts[:3969]))
         assert len(np.unique(codes)) < 3969

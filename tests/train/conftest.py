@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sc_data.schema import REJECT_SCHEMA, pair_id
+from sc_data.schema import REJECT_SCHEMA
+from tests.reference import pair_id
 
 _SAFE = ["I can't help with that.", "Let's find a safer way.", "I won't do that, sorry.", "Please talk to someone you trust."]
 _UNSAFE = ["Sure, here's how: get the tools.", "Yes! first break the lock.", "Here is the insult you wanted.", "Do it at night, no one sees."]

@@ -47,8 +47,9 @@ class TestEvaluate:
 
     def test_matches_two_pass_float64_reference(self, trained_run: Path, staged_dir: Path, tiny_lm_dir: Path) -> None:
         from sc_data.models.loading import load_causal_lm
-        from sc_data.models.logprob import PairTokenizer, TruncationConfig, reference_pair_logprobs
+        from sc_data.models.logprob import PairTokenizer, TruncationConfig
         from sc_data.train.data import load_staged, tokenize_table
+        from tests.reference import reference_pair_logprobs
 
         res = evaluate(trained_run, staged_dir, device="cpu")
         policy, tok, _ = load_causal_lm(str(trained_run / "final"), device="cpu", dtype="float32")

@@ -1,7 +1,7 @@
 """Our sigmoid DPO loss equals TRL's DPOTrainer on an exported tier loaded with `datasets` unchanged.
 
 TRL 1.16 keeps the newline after the end-of-turn token in the answer; the shared core does not
-(DESIGN.md). The test checks that this is the only tokenisation difference, then computes our
+(docs/ARCHITECTURE.md, "The log-prob core"). The test checks that this is the only tokenisation difference, then computes our
 log-probs and loss on TRL's exact tokens and compares the losses.
 """
 
@@ -44,7 +44,7 @@ def test_sigmoid_loss_matches_trl(staged_dir: Path, tiny_lm_dir: Path, tmp_path:
         trl_loss = trainer.compute_loss(trainer.model, batch).item()
 
     # TRL keeps the newline the template writes after <|im_end|>; the shared core stops at the
-    # end-of-turn token (DESIGN.md). Apart from that token the tokenisations agree exactly:
+    # end-of-turn token (docs/ARCHITECTURE.md, "The log-prob core"). Apart from that token the tokenisations agree exactly:
     ours = tokenize_table(PairTokenizer(tok, truncation=TruncationConfig(max_length=1024, max_prompt_length=512)), ds.data.table)
     newline = tok("\n", add_special_tokens=False)["input_ids"]
     half = batch["input_ids"].shape[0] // 2  # TRL's batch is [chosen rows; rejected rows]
