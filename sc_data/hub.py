@@ -362,6 +362,18 @@ def _status(err: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
+def _status_in_chain(err: BaseException) -> int | None:
+    """The first HTTP status found along the cause chain, if any."""
+    node: BaseException | None = err
+    for _ in range(8):
+        if node is None:
+            return None
+        if _status(node) is not None:
+            return _status(node)
+        node = node.__cause__ or node.__context__
+    return None
+
+
 def _is_transient(err: BaseException) -> bool:
     """5xx, 429 and connection/timeout errors, anywhere in the cause chain, are worth a retry."""
     import httpx2
@@ -436,8 +448,14 @@ def _hub_errors(repo_id: str, revision: str | None, endpoint: str) -> Iterator[N
             "network connection and HF_ENDPOINT."
         ) from e
     except OSError as e:
-        # snapshot_download wraps connection errors and unreachable repos in LocalEntryNotFoundError.
+        # snapshot_download wraps connection errors and server errors in LocalEntryNotFoundError.
         if _is_transient(e):
+            status = _status_in_chain(e)
+            if status is not None:
+                raise HubError(
+                    f"The Hub at {endpoint} kept answering HTTP {status} after {RETRY_ATTEMPTS} attempts for {repo_id!r}: "
+                    "the server is failing; try again later."
+                ) from e
             raise HubError(
                 f"Could not reach the Hub at {endpoint} after {RETRY_ATTEMPTS} attempts: check your network "
                 "connection and HF_ENDPOINT."

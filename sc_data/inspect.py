@@ -138,7 +138,7 @@ def _is_numeric(table: pa.Table, name: str) -> bool:
 
 
 def inspect(path: str | Path) -> dict[str, Any]:
-    """Summarise a pairs / scored Parquet or a staged dataset folder.
+    """Summarise a pairs / scored Parquet, a staged dataset folder, or a staged Hub dataset ``ORG/NAME[@REV]``.
 
     Returns:
         ``rows``; ``columns`` (name -> Arrow type); ``lengths`` (prompt/chosen/rejected characters,
@@ -152,7 +152,11 @@ def inspect(path: str | Path) -> dict[str, Any]:
     Raises:
         InputError: the path is missing or not Parquet.
     """
-    path = Path(path)
-    summary = summarize(read_any(path))
+    local = Path(path)
+    if not local.exists() and local.suffix.lower() not in (".parquet", ".jsonl", ".json", ".csv") and str(path).count("/") == 1:
+        from sc_data.hub import resolve_dataset
+
+        local = resolve_dataset(str(path))  # a Hub dataset ORG/NAME[@REV]: pulled, verified, cached
+    summary = summarize(read_any(local))
     summary["path"] = str(path)
     return summary

@@ -103,3 +103,40 @@ def upstream_of(path: str | Path) -> dict[str, Any]:
     """
     found = upstream_path(path)
     return read_manifest(found) if found is not None else {}
+
+
+def claim_output_files(outputs: list[Path], manifest: Path, *, overwrite: bool) -> None:
+    """Check that the files a step is about to write may be written.
+
+    A path that does not exist is free. An existing one is replaced only with ``overwrite`` and
+    only when sc-data wrote it: the step's manifest beside it is an sc-data manifest that lists
+    it (the manifest itself counts as sc-data's when it is one).
+
+    Raises:
+        ConfigError: an output is a folder, exists without ``overwrite``, or was not written by sc-data.
+    """
+    from sc_data.errors import ConfigError
+
+    existing = [p for p in [*outputs, manifest] if p.exists()]
+    for path in existing:
+        if path.is_dir():
+            raise ConfigError(f"output {str(path)!r} is a folder; pass a file path such as {str(path / 'pairs.parquet')!r}")
+    if not existing:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"output {str(existing[0])!r} already exists; pass --overwrite (overwrite=True) to replace it "
+            "(only files sc-data wrote are ever replaced)"
+        )
+    try:
+        listed = {f.get("path") for f in read_manifest(manifest).get("files", [])} if manifest.is_file() else set()
+        ours = manifest.is_file() and "sc_data_version" in read_manifest(manifest)
+    except InputError:
+        listed, ours = set(), False
+    foreign = [p for p in existing if p != manifest and (not ours or p.name not in listed)]
+    if (manifest in existing and not ours) or foreign:
+        what = str(foreign[0]) if foreign else str(manifest)
+        raise ConfigError(
+            f"refusing to overwrite {what!r}: sc-data did not write it (no sc-data manifest at {str(manifest)!r} lists it). "
+            "Move it away or choose another output"
+        )

@@ -14,11 +14,11 @@ MODEL=smollm2-135m-instruct
 mkdir -p "$OUT"
 
 echo "== 1/6 ingest examples/pairs.jsonl (PKU-SafeRLHF layout)" >&2
-sc-data ingest examples/pairs.jsonl -o "$OUT/pairs.parquet"
+sc-data ingest examples/pairs.jsonl -o "$OUT/pairs.parquet" --overwrite
 sc-data inspect "$OUT/pairs.parquet"
 
 echo "== 2/6 score: reference-model margin and harm-severity judge on $MODEL" >&2
-sc-data score "$OUT/pairs.parquet" -o "$OUT/scored.parquet" --resume \
+sc-data score "$OUT/pairs.parquet" -o "$OUT/scored.parquet" --resume --overwrite \
   --scorer ref_margin --scorer judge --model "$MODEL" \
   --option ref_margin.max_length=512 --option ref_margin.max_prompt_length=256
 

@@ -41,17 +41,32 @@ ConfigFile = Annotated[
 ]
 
 
+def _message(e: BaseException) -> str:
+    """One line for an error at the CLI boundary: the project's own, or a file-system / decoding fault naming its path."""
+    if isinstance(e, ScDataError):
+        return str(e)
+    if isinstance(e, OSError):
+        where = f": {e.filename!r}" if getattr(e, "filename", None) else ""
+        return f"{e.strerror or e}{where} (check the path, that its folders exist and that you may write there)"
+    return f"{type(e).__name__}: {e}"
+
+
 def handle_errors(fn: F) -> F:
-    """Print known errors as ``Error: ...`` on stderr and exit 1; tracebacks only with SC_DATA_DEBUG=1."""
+    """Print known errors as one ``Error: ...`` line on stderr and exit 1; tracebacks only with SC_DATA_DEBUG=1.
+
+    Known: the project's :class:`ScDataError`, file-system errors (``OSError``: unreadable input,
+    unwritable output, a full disk) and text that can't be decoded. Anything else is a bug and
+    propagates with its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ScDataError as e:
+        except (ScDataError, OSError, UnicodeError) as e:
             if os.environ.get(DEBUG_ENV):
                 raise
-            stderr.print(f"[bold red]Error:[/bold red] {escape(str(e))}", highlight=False, markup=True)
+            stderr.print(f"[bold red]Error:[/bold red] {escape(_message(e))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

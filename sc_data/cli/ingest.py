@@ -25,7 +25,8 @@ from sc_data.ingest import IngestOptions, ingest, make_options, parse_column_map
 from sc_data.ingest.formats import FORMAT_NAMES
 
 FLAGS = ConfigFlags(
-    IngestOptions, format="format", prefer="prefer", safety_pairs="safety_pairs", dedup="dedup", max_chars="max_chars"
+    IngestOptions, format="format", prefer="prefer", safety_pairs="safety_pairs", dedup="dedup", max_chars="max_chars",
+    split="split",
 )
 Format = choice_enum("Format", FORMAT_NAMES)
 Prefer = FLAGS.choices("prefer")
@@ -42,6 +43,8 @@ def ingest_command(
     safety_pairs: Annotated[SafetyPairs | None, FLAGS.option("safety_pairs")] = None,
     dedup: Annotated[bool | None, FLAGS.option("dedup", "--dedup/--no-dedup")] = None,
     max_chars: Annotated[int | None, FLAGS.option("max_chars", min=1)] = None,
+    split: Annotated[str | None, FLAGS.option("split")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs that sc-data wrote.")] = False,
     rejects: Annotated[Path | None, typer.Option("--rejects", help="Rejects Parquet; default <output stem>.rejects.parquet.", dir_okay=False)] = None,
     config: ConfigFile = None,
     as_json: JsonFlag = False,
@@ -59,9 +62,9 @@ def ingest_command(
     given = {**FLAGS.overrides(locals()), "column_map": parse_column_map(column_map)}
     options = make_options(**load_config(config, given))
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} records"),
-                  TimeElapsedColumn(), console=stderr, transient=True) as progress:
+                  TimeElapsedColumn(), console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
         task = progress.add_task("ingesting", total=None)
-        result = ingest(inputs, output, rejects=rejects, options=options,
+        result = ingest(inputs, output, rejects=rejects, options=options, overwrite=overwrite,
                         progress=lambda n: progress.advance(task, n))
     if as_json:
         print_json(result.to_dict())

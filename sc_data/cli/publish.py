@@ -48,7 +48,7 @@ def publish(
     from sc_data.hub import publish as publish_dataset
 
     disable_progress_bars()  # one rich bar instead of a tqdm bar per file
-    with Progress(TextColumn("{task.description}"), BarColumn(), console=stderr, transient=True) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
         task = bar.add_task("verify", total=4)
 
         def progress(step: str, done: int, total: int) -> None:

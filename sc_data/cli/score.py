@@ -56,6 +56,7 @@ class _RateProgress:
             TimeRemainingColumn(),
             console=stderr,
             transient=False,
+            disable=not stderr.is_terminal,
         )
         self._task: Any = None
         self._t0 = 0.0
@@ -93,6 +94,7 @@ def score_command(
     config: ConfigFile = None,
     part_rows: Annotated[int, typer.Option(help="Rows per part file (the resume granularity).", min=1)] = DEFAULT_PART_ROWS,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its part files.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output that sc-data wrote.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Score preference pairs for difficulty and write the scored Parquet plus its manifest.
@@ -115,9 +117,9 @@ def score_command(
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if rank0 and not as_json:
         with _RateProgress() as bar:
-            result = score(input, output, scorers=names, options=options, part_rows=part_rows, resume=resume, config_file=config, progress=bar)
+            result = score(input, output, scorers=names, options=options, part_rows=part_rows, resume=resume, overwrite=overwrite, config_file=config, progress=bar)
     else:
-        result = score(input, output, scorers=names, options=options, part_rows=part_rows, resume=resume, config_file=config)
+        result = score(input, output, scorers=names, options=options, part_rows=part_rows, resume=resume, overwrite=overwrite, config_file=config)
     if not rank0:
         return
     summary = {

@@ -95,7 +95,7 @@ def train_command(
     logging.basicConfig(level=logging.INFO, handlers=[RichHandler(console=stderr, show_path=False)], format="%(message)s", force=True)
     with Progress(
         TextColumn("stage {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=stderr, transient=False,
+        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=stderr, transient=False, disable=not stderr.is_terminal,
     ) as bar:
         task = bar.add_task("train", total=None, stage=0, loss=float("nan"))
 

@@ -42,9 +42,20 @@ def _messages_array(column: Sequence[tuple[tuple[str, str], ...]]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
 
 
-def pairs_to_batch(pairs: Sequence[Pair], ids: Sequence[str]) -> pa.RecordBatch:
-    """Build a canonical RecordBatch (``pair_schema()``) from validated pairs and their ids."""
-    _, prompts, chosens, rejecteds, cats, cat, sources, c_safe, r_safe = zip(*pairs, strict=True)
+#: The column ``--safety-pairs flag`` adds: ``safe/safe``, ``unsafe/unsafe`` or ``unsafe/safe`` for
+#: a pair that is not safe-chosen / unsafe-rejected, null for one that is.
+SAFETY_PAIR_COLUMN = "safety_pair"
+
+
+def output_schema(flag_safety_pairs: bool) -> pa.Schema:
+    """The pairs table's schema: canonical, plus :data:`SAFETY_PAIR_COLUMN` when flagging."""
+    schema = pair_schema()
+    return schema.append(pa.field(SAFETY_PAIR_COLUMN, pa.string())) if flag_safety_pairs else schema
+
+
+def pairs_to_batch(pairs: Sequence[Pair], ids: Sequence[str], *, flag: bool = False) -> pa.RecordBatch:
+    """Build a canonical RecordBatch (:func:`output_schema`) from validated pairs and their ids."""
+    _, prompts, chosens, rejecteds, cats, cat, sources, c_safe, r_safe, safety = zip(*pairs, strict=True)
     arrays = [
         pa.array(ids, pa.string()),
         _messages_array(prompts),
@@ -56,7 +67,9 @@ def pairs_to_batch(pairs: Sequence[Pair], ids: Sequence[str]) -> pa.RecordBatch:
         pa.array(c_safe, pa.bool_()),
         pa.array(r_safe, pa.bool_()),
     ]
-    return pa.RecordBatch.from_arrays(arrays, schema=pair_schema())
+    if flag:
+        arrays.append(pa.array(safety, pa.string()))
+    return pa.RecordBatch.from_arrays(arrays, schema=output_schema(flag))
 
 
 def raw_excerpt(raw: Any) -> str | None:
@@ -69,7 +82,9 @@ def raw_excerpt(raw: Any) -> str | None:
         except (TypeError, ValueError):
             raw = repr(raw)
     if len(raw) > RAW_LIMIT:
-        return raw[:RAW_LIMIT] + f"... [{len(raw) - RAW_LIMIT} more characters]"
+        raw = raw[:RAW_LIMIT] + f"... [{len(raw) - RAW_LIMIT} more characters]"
+    if not raw.isascii():  # a lone surrogate can't be stored: keep it visible as its escape
+        raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
     return raw
 
 

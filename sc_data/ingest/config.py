@@ -49,6 +49,9 @@ class IngestOptions(BaseModel):
     )
     dedup: bool = Field(False, description="Send pairs whose id was already seen to the rejects (reason duplicate).")
     max_chars: int = Field(DEFAULT_MAX_CHARS, gt=0, description="Longest accepted text of one message, in characters.")
+    split: str | None = Field(
+        None, description="The split to read from a datasets DatasetDict (splits are never merged; required when it has several)."
+    )
 
     @field_validator("format")
     @classmethod

@@ -1,11 +1,17 @@
-"""One raw batch -> a canonical Arrow batch and its rejects: convert, validate, deduplicate.
+"""One raw batch -> a canonical Arrow batch and its rejects: convert and validate each row.
 
 Shared by the single-process loop (:mod:`sc_data.ingest.pipeline`) and the fork workers
-(:mod:`sc_data.ingest.parallel`), so both give the same pairs, ids and rejects.
+(:mod:`sc_data.ingest.parallel`), so both give the same pairs, ids and rejects. What needs every
+row seen so far (duplicate ids, ``dedup``) is the :class:`IdLedger`'s job, in the main process,
+over batches in file order.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
 import pyarrow as pa
 
 from sc_data.ingest.arrow import pairs_to_batch, raw_excerpt
@@ -18,31 +24,78 @@ from sc_data.ingest.validate import validate
 Reject = tuple[str, int | None, str | None, str, str | None]
 
 
-def convert_batch(
-    batch: RawBatch, convert: Converter, options: IngestOptions, seen: set[str] | None, where: str
-) -> tuple[pa.RecordBatch | None, list[Reject]]:
-    """Convert and validate one raw batch: (canonical batch or None if no row survived, rejects).
+@dataclass
+class Converted:
+    """A converted batch: the canonical rows (None if none survived), the rejects, and per kept row
+    its line, id and content id (what the :class:`IdLedger` checks)."""
 
-    ``seen`` holds the ids kept so far when deduplicating (None otherwise); ``where`` is the
-    input as the user named it, recorded in each reject.
-    """
-    pairs, ids = [], []
+    pairs: pa.RecordBatch | None
+    rejects: list[Reject]
+    lines: list[int] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    contents: list[str] = field(default_factory=list)
+
+
+def convert_batch(batch: RawBatch, convert: Converter, options: IngestOptions, where: str) -> Converted:
+    """Convert and validate one raw batch; ``where`` is the input as the user named it, recorded in each reject."""
+    pairs, lines, ids, contents = [], [], [], []
     rejects: list[Reject] = [(where, line, fld, reason, raw_excerpt(raw)) for line, fld, reason, raw in batch.rejects]
     max_chars = options.max_chars
     for row, line in zip(batch.rows, batch.lines, strict=True):
         try:
             pair = convert(row)
-            pid = validate(pair, max_chars)
+            pid, content = validate(pair, max_chars)
         except RowError as e:
             rejects.append((where, line, e.field, e.reason, raw_excerpt(row)))
             continue
-        if seen is not None:
-            if pid in seen:
-                rejects.append((where, line, "id", "duplicate", raw_excerpt(row)))
-                continue
-            seen.add(pid)
         pairs.append(pair)
+        lines.append(line)
         ids.append(pid)
+        contents.append(content)
     if batch.rejects:
         rejects.sort(key=lambda r: r[1])  # parse failures were listed first: back to file order
-    return (pairs_to_batch(pairs, ids) if pairs else None), rejects
+    table = pairs_to_batch(pairs, ids, flag=options.safety_pairs == "flag") if pairs else None
+    return Converted(table, rejects, lines, ids, contents)
+
+
+class IdLedger:
+    """Every id and content kept so far, across inputs, in order.
+
+    A row whose id was already kept with *other* content is rejected as ``duplicate_id`` (two
+    pairs can't share an id: training, eval splits and joins key on it); with ``dedup`` a row whose
+    content was already kept (under any id) is rejected as ``duplicate``. Ids that are the content
+    id itself need no ledger entry: the same such id means the same content. Memory grows with the
+    number of distinct source-given ids (and of rows with ``dedup``).
+    """
+
+    def __init__(self, dedup: bool) -> None:
+        self._content_of: dict[str, str] = {}
+        self._contents: set[str] | None = set() if dedup else None
+
+    def _verdict(self, pid: str, content: str) -> str | None:
+        if pid != content:
+            seen = self._content_of.setdefault(pid, content)
+            if seen != content:
+                return "duplicate_id"
+        if self._contents is not None:
+            if content in self._contents:
+                return "duplicate"
+            self._contents.add(content)
+        return None
+
+    def admit(self, converted: Converted, where: str) -> tuple[pa.RecordBatch | None, list[Reject]]:
+        """The batch without the rows the ledger refuses, and all the batch's rejects in line order."""
+        if converted.pairs is None:
+            return None, converted.rejects
+        keep = np.ones(len(converted.ids), dtype=bool)
+        extra: list[Reject] = []
+        for k, (line, pid, content) in enumerate(zip(converted.lines, converted.ids, converted.contents, strict=True)):
+            reason = self._verdict(pid, content)
+            if reason is not None:
+                keep[k] = False
+                extra.append((where, line, "id", reason, json.dumps({"id": pid, "content_id": content})))
+        if not extra:
+            return converted.pairs, converted.rejects
+        rejects = sorted(converted.rejects + extra, key=lambda r: r[1] or 0)
+        kept = converted.pairs.filter(pa.array(keep))
+        return (kept if kept.num_rows else None), rejects

@@ -5,8 +5,8 @@ uncompressed JSONL file is cut into byte ranges at line boundaries and each rang
 worker process into finished Arrow batches. Results come back in file order with line numbers
 made global, so the output, the rejects and the counts are the same as the single-process path's.
 Used only when it pays off and is safe: a plain (uncompressed) JSONL file of at least
-:data:`MIN_PARALLEL_BYTES`, more than one CPU, Linux (fork), and no ``dedup`` (which needs every id
-seen so far, in order).
+:data:`MIN_PARALLEL_BYTES`, more than one CPU, and Linux (fork). What needs every row seen so far
+(duplicate ids, ``dedup``) runs in the parent over the returned batches, in file order.
 """
 
 from __future__ import annotations
@@ -18,20 +18,17 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
 
 from sc_data.ingest.config import IngestOptions
-from sc_data.ingest.convert import convert_batch
+from sc_data.ingest.convert import Converted, convert_batch
 from sc_data.ingest.formats import make_converter
 from sc_data.ingest.readers import DEFAULT_BATCH, _jsonl_batches
 
 MIN_PARALLEL_BYTES = 64 * 2**20
 CHUNK_BYTES = 16 * 2**20
 
-#: (pairs batch or None, rejects as (line, field, reason, raw), records read) per worker batch.
-ChunkResult = tuple[int, list[tuple[pa.RecordBatch | None, list[tuple[Any, ...]], int]]]
+#: (lines in the chunk, [(converted batch with chunk-local lines, records read)]) per worker task.
+ChunkResult = tuple[int, list[tuple[Converted, int]]]
 
 
 def workers() -> int:
@@ -46,7 +43,7 @@ def workers() -> int:
 def worth_it(path: Path | None, kind: str, compression: str | None, options: IngestOptions) -> bool:
     """Whether the parallel path applies (see the module docstring)."""
     return (
-        path is not None and kind == "jsonl" and compression is None and not options.dedup
+        path is not None and kind == "jsonl" and compression is None
         and workers() > 1 and sys.platform == "linux"
         and path.stat().st_size >= MIN_PARALLEL_BYTES
     )
@@ -78,16 +75,13 @@ def _parse_chunk(args: tuple[str, int, int, str, str, IngestOptions]) -> ChunkRe
     convert = make_converter(fmt, source_name, options)
     out = []
     for batch in _jsonl_batches(io.BytesIO(data), DEFAULT_BATCH):
-        pairs, rejects = convert_batch(batch, convert, options, None, "")
-        out.append((pairs, [r[1:] for r in rejects], len(batch.rows) + len(batch.rejects)))
+        out.append((convert_batch(batch, convert, options, ""), len(batch.rows) + len(batch.rejects)))
     lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
     return lines, out
 
 
-def parallel_batches(
-    path: Path, fmt: str, source_name: str, spec: str, options: IngestOptions
-) -> Iterator[tuple[pa.RecordBatch | None, list[tuple[Any, ...]], int]]:
-    """Yield (pairs, rejects with global line numbers and ``spec`` as source, records read)."""
+def parallel_batches(path: Path, fmt: str, source_name: str, spec: str, options: IngestOptions) -> Iterator[tuple[Converted, int]]:
+    """Yield (converted batch with global line numbers and ``spec`` as source, records read), in file order."""
     tasks = [(str(path), s, e, fmt, source_name, options) for s, e in chunk_bounds(path)]
     # fork: workers start in milliseconds with everything imported, and (unlike spawn and
     # forkserver) never re-import the caller's __main__, so scripts without a __main__ guard, stdin
@@ -97,6 +91,8 @@ def parallel_batches(
     offset = 0
     with ctx.Pool(workers()) as pool:
         for lines, results in pool.imap(_parse_chunk, tasks):
-            for pairs, rejects, records in results:
-                yield pairs, [(spec, line + offset, *rest) for line, *rest in rejects], records
+            for converted, records in results:
+                converted.rejects = [(spec, line + offset, *rest) for _, line, *rest in converted.rejects]
+                converted.lines = [line + offset for line in converted.lines]
+                yield converted, records
             offset += lines

@@ -2,7 +2,9 @@
 
 Streams batch by batch (no Python dicts for all rows are ever held), so a million-row JSONL goes
 to Parquet in bounded memory. Every input record ends up either in the pairs or in the rejects,
-so ``rows_in == rows_out + rows_rejected`` per input and overall.
+so ``rows_in == rows_out + rows_rejected`` per input and overall. An input with no record, or a run
+that keeps no pair at all, is an error rather than an empty dataset (the rejects are still written,
+to show why).
 """
 
 from __future__ import annotations
@@ -21,15 +23,21 @@ import pyarrow.parquet as pq
 
 from sc_data.errors import InputError
 from sc_data.ingest import parallel
-from sc_data.ingest.arrow import rejects_to_table
+from sc_data.ingest.arrow import output_schema, rejects_to_table
 from sc_data.ingest.config import IngestOptions, IngestResult, InputReport, make_options
-from sc_data.ingest.convert import Reject, convert_batch
+from sc_data.ingest.convert import Converted, IdLedger, Reject, convert_batch
 from sc_data.ingest.formats import check_columns, detect_format, get_format, make_converter
 from sc_data.ingest.readers import RawBatch, Source, resolve
 from sc_data.ingest.rows import Converter
 from sc_data.io import PARQUET_COMPRESSION, atomic_path
-from sc_data.manifest import file_entry, manifest_path, new_manifest, write_manifest
-from sc_data.schema import REJECT_SCHEMA, empty_pairs_table, pair_schema
+from sc_data.manifest import (
+    claim_output_files,
+    file_entry,
+    manifest_path,
+    new_manifest,
+    write_manifest,
+)
+from sc_data.schema import REJECT_SCHEMA
 
 Progress = Callable[[int], None]
 #: One thread each: hashing inputs and writing Parquet run beside the (GIL-bound) row loop.
@@ -55,11 +63,13 @@ def _detected_batches(source: Source, options: IngestOptions, report: InputRepor
     Batches before the first parsed row are held back until the format is known.
 
     Raises:
-        InputError: records were found but not one could be parsed.
+        InputError: the input holds no record, or records were found but not one could be parsed.
     """
     held: list[RawBatch] = []
+    seen_any = False
     convert: Converter | None = None
     for batch in source.batches():
+        seen_any = True
         if convert is None:
             held.append(batch)
             if not batch.rows:
@@ -70,6 +80,8 @@ def _detected_batches(source: Source, options: IngestOptions, report: InputRepor
             held = []
         else:
             yield batch, convert
+    if not seen_any:
+        raise InputError(f"{source.spec} holds no record: it is empty (or blank lines only); pass a file with data")
     if held:
         parse_failures = sum(len(b.rejects) for b in held)
         first = held[0].rejects[0]
@@ -79,10 +91,8 @@ def _detected_batches(source: Source, options: IngestOptions, report: InputRepor
         )
 
 
-def _source_batches(
-    source: Source, options: IngestOptions, report: InputReport, seen: set[str] | None
-) -> Iterator[tuple[pa.RecordBatch | None, list[Reject], int]]:
-    """(pairs, rejects, records read) per batch of one input, in file order."""
+def _source_batches(source: Source, options: IngestOptions, report: InputReport) -> Iterator[tuple[Converted, int]]:
+    """(converted batch, records read) per batch of one input, in file order."""
     if parallel.worth_it(source.path, source.kind, source.compression, options):
         first = next((b.rows for b in source.batches(batch_size=1024) if b.rows), None)
         if first is not None:
@@ -90,8 +100,7 @@ def _source_batches(
             yield from parallel.parallel_batches(cast(Path, source.path), fmt, source.name, source.spec, options)
             return
     for batch, convert in _detected_batches(source, options, report):
-        pairs, rejects = convert_batch(batch, convert, options, seen, source.spec)
-        yield pairs, rejects, len(batch.rows) + len(batch.rejects)
+        yield convert_batch(batch, convert, options, source.spec), len(batch.rows) + len(batch.rejects)
 
 
 def iter_ingest(
@@ -105,13 +114,15 @@ def iter_ingest(
     if not inputs:
         raise InputError("no input given; pass one or more files, folders or dataset names")
     sources = [resolve(spec, i) for i, spec in enumerate(inputs)]
-    seen: set[str] | None = set() if options.dedup else None
+    ledger = IdLedger(options.dedup)
     for source in sources:
+        source.split = options.split
         report = InputReport(path=source.spec, sha256="", format=None)
         reports.append(report)
         # hashlib releases the GIL: hash the file on the second core while this one parses it.
         digest = _BACKGROUND.submit(source.sha256)
-        for pairs, rejects, records in _source_batches(source, options, report, seen):
+        for converted, records in _source_batches(source, options, report):
+            pairs, rejects = ledger.admit(converted, source.spec)
             report.rows_in += records
             report.rows_out += pairs.num_rows if pairs is not None else 0
             report.rows_rejected += len(rejects)
@@ -145,6 +156,8 @@ def ingest_tables(
 ) -> tuple[pa.Table, pa.Table]:
     """In-memory ingest: ``(pairs, rejects)`` tables, nothing written. For other steps and tests.
 
+    Unlike :func:`ingest`, keeping no pair is not an error here: the caller looks at the rejects.
+
     Args:
         inputs: files, folders, dataset names (see :func:`sc_data.ingest.ingest`), or in-memory
             ``pyarrow.Table`` / ``datasets.Dataset`` objects.
@@ -161,8 +174,7 @@ def ingest_tables(
             if batch is not None:
                 batches.append(batch)
             rejects.extend(bad)
-    pairs = pa.Table.from_batches(batches, schema=pair_schema()) if batches else empty_pairs_table()
-    return pairs, rejects_to_table(rejects)
+    return pa.Table.from_batches(batches, schema=output_schema(opts.safety_pairs == "flag")), rejects_to_table(rejects)
 
 
 def ingest(
@@ -171,6 +183,7 @@ def ingest(
     *,
     rejects: str | Path | None = None,
     options: IngestOptions | None = None,
+    overwrite: bool = False,
     progress: Progress | None = None,
     **kwargs: Any,
 ) -> IngestResult:
@@ -182,15 +195,17 @@ def ingest(
         output: the pairs Parquet to write (atomically).
         rejects: the rejects Parquet; default ``<output stem>.rejects.parquet`` beside ``output``.
         options: an :class:`IngestOptions`; or pass its fields as keywords (``format``,
-            ``column_map``, ``prefer``, ``safety_pairs``, ``dedup``, ``max_chars``).
+            ``column_map``, ``prefer``, ``safety_pairs``, ``dedup``, ``max_chars``, ``split``).
+        overwrite: replace outputs that exist (only files an sc-data manifest lists).
         progress: called with the number of records read after each batch.
 
     Returns:
         An :class:`IngestResult` with the counts (in = out + rejected), by reason and per input.
 
     Raises:
-        InputError: an input can't be read (missing, unknown format, no usable column).
-        ConfigError: an option is invalid.
+        InputError: an input can't be read (missing, damaged, empty, unknown format, no usable
+            column), or not one pair was kept (the rejects file is still written).
+        ConfigError: an option is invalid, or an output exists (see ``overwrite``).
 
     Example:
         >>> ingest(["hh_rlhf_clean_gpt.jsonl"], "pairs.parquet").rows_out  # doctest: +SKIP
@@ -201,24 +216,20 @@ def ingest(
     output = Path(output)
     rejects_path = Path(rejects) if rejects else output.with_name(f"{output.stem}.rejects.parquet")
     manifest = manifest_path(output)
+    claim_output_files([output, rejects_path], manifest, overwrite=overwrite)
     reports: list[InputReport] = []
     by_reason: Counter[str] = Counter()
-    pending: deque[Future[None]] = deque()
-    with _gc_paused(), atomic_path(output) as tmp_out, atomic_path(rejects_path) as tmp_rej:
-        with pq.ParquetWriter(tmp_out, pair_schema(), compression=PARQUET_COMPRESSION) as pairs_w, \
-                pq.ParquetWriter(tmp_rej, REJECT_SCHEMA, compression=PARQUET_COMPRESSION) as rej_w:
-            for batch, bad in iter_ingest(inputs, opts, reports, progress):
-                # Parquet encoding and zstd release the GIL: write on the second core, in order,
-                # with at most two batches in flight so memory stays bounded.
-                if batch is not None:
-                    pending.append(_WRITER.submit(pairs_w.write_batch, batch))
-                if bad:
-                    pending.append(_WRITER.submit(rej_w.write_table, rejects_to_table(bad)))
-                    by_reason.update(r[3] for r in bad)
-                while len(pending) > 2:
-                    pending.popleft().result()
-            while pending:
-                pending.popleft().result()
+    with _gc_paused(), atomic_path(rejects_path) as tmp_rej, contextlib.suppress(_NoPair):
+        with atomic_path(output) as tmp_out:
+            _write(iter_ingest(inputs, opts, reports, progress), tmp_out, tmp_rej, output_schema(opts.safety_pairs == "flag"), by_reason)
+            if not sum(r.rows_out for r in reports):
+                raise _NoPair  # the pairs file is dropped; the rejects, which say why, are kept
+    if not sum(r.rows_out for r in reports):
+        reasons = ", ".join(f"{k} {v}" for k, v in by_reason.most_common(3))
+        raise InputError(
+            f"no usable pair: all {sum(r.rows_in for r in reports)} record(s) were rejected ({reasons}); "
+            f"see {rejects_path} for each row's file, line and reason"
+        )
     result = IngestResult(
         output=output,
         rejects=rejects_path,
@@ -232,6 +243,32 @@ def ingest(
     )
     write_manifest(_manifest(result, opts), manifest)
     return result
+
+
+class _NoPair(Exception):
+    """Not one pair was kept: abandon the pairs file."""
+
+
+def _write(
+    batches: Iterator[tuple[pa.RecordBatch | None, list[Reject]]], pairs_path: Path, rejects_path: Path, schema: pa.Schema,
+    by_reason: Counter[str],
+) -> None:
+    """Write the pairs and rejects of ``batches`` as they come."""
+    pending: deque[Future[None]] = deque()
+    with pq.ParquetWriter(pairs_path, schema, compression=PARQUET_COMPRESSION) as pairs_w, \
+            pq.ParquetWriter(rejects_path, REJECT_SCHEMA, compression=PARQUET_COMPRESSION) as rej_w:
+        for batch, bad in batches:
+            # Parquet encoding and zstd release the GIL: write on the second core, in order,
+            # with at most two batches in flight so memory stays bounded.
+            if batch is not None:
+                pending.append(_WRITER.submit(pairs_w.write_batch, batch))
+            if bad:
+                pending.append(_WRITER.submit(rej_w.write_table, rejects_to_table(bad)))
+                by_reason.update(r[3] for r in bad)
+            while len(pending) > 2:
+                pending.popleft().result()
+        while pending:
+            pending.popleft().result()
 
 
 def _manifest(result: IngestResult, options: IngestOptions) -> dict[str, Any]:

@@ -7,8 +7,9 @@
   has none (empty list, null category).
 - ``chosen_safe`` / ``rejected_safe`` come from ``is_response_<k>_safe``.
 - ``safety_pairs="drop"`` keeps only safe-chosen / unsafe-rejected pairs; the others are rejected as
-  ``safety_pair:<chosen>/<rejected>`` (e.g. ``safety_pair:safe/safe``). ``flag`` and ``keep`` keep
-  them; the flags stay in the columns either way.
+  ``safety_pair:<chosen>/<rejected>`` (e.g. ``safety_pair:safe/safe``). ``flag`` keeps them and
+  writes ``<chosen>/<rejected>`` in a ``safety_pair`` column (null for safe/unsafe pairs); ``keep``
+  keeps them unmarked. ``chosen_safe`` / ``rejected_safe`` carry the labels either way.
 - The answers' severity levels are not carried: the canonical record has no column for them.
 
 The dataset is CC-BY-NC-4.0; the manifest records that for every PKU input.
@@ -77,9 +78,11 @@ def make_converter(source: str, *, prefer: str, safety_pairs: str) -> Converter:
         if not isinstance(rejected, str):
             raise RowError(f"response_{other}", "wrong_type")
         chosen_safe, rejected_safe = _safety(row, pick), _safety(row, other)
-        if safety_pairs == "drop" and not (chosen_safe and not rejected_safe):
+        label = None
+        if not (chosen_safe and not rejected_safe):
             label = f"{'safe' if chosen_safe else 'unsafe'}/{'safe' if rejected_safe else 'unsafe'}"
-            raise RowError(f"is_response_{other}_safe", f"safety_pair:{label}")
+            if safety_pairs == "drop":
+                raise RowError(f"is_response_{other}_safe", f"safety_pair:{label}")
         field = f"response_{other}_harm_category"
         categories = _harm_categories(row.get(field), field)
         return Pair(
@@ -92,6 +95,7 @@ def make_converter(source: str, *, prefer: str, safety_pairs: str) -> Converter:
             source,
             chosen_safe,
             rejected_safe,
+            label if safety_pairs == "flag" else None,
         )
 
     return convert

@@ -5,8 +5,14 @@ Supported: JSONL, JSON (an array, or ``{"data": [...]}``), CSV, Parquet, a ``dat
 serve it. gzip and zstd compression is recognised by magic bytes (any extension).
 
 JSONL is read line by line so a bad line (truncated JSON, invalid UTF-8, not an object) becomes a
-reject with its line number instead of failing the file; blank lines are skipped and not counted.
-``line`` is the physical line for JSONL and the 1-based record number for every other format.
+reject with its line number instead of failing the file; blank lines are skipped and not counted,
+and a UTF-8 byte-order mark before the first line is dropped. ``line`` is the physical line for
+JSONL and the 1-based record number for every other format.
+
+A fault of the file itself (truncated or corrupt compression, unreadable bytes, a file with no
+record at all) is one :class:`~sc_data.errors.InputError` naming the file and how far reading got.
+A ``datasets`` ``DatasetDict`` is read one split at a time: ``split`` names it, and several splits
+are never merged (an upstream test split must not leak into training).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import gzip
 import hashlib
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +40,9 @@ KIND_BY_SUFFIX = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet",
 }
 DEFAULT_BATCH = 16_384
+UTF8_BOM = b"\xef\xbb\xbf"
+#: What a damaged file raises while it is read (truncated or corrupt gzip / zstd, unreadable bytes).
+_FILE_FAULTS: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error, UnicodeDecodeError, pa.ArrowInvalid)
 
 
 @dataclass
@@ -57,6 +67,7 @@ class Source:
     path: Path | None = None
     compression: str | None = None
     data: Any = None
+    split: str | None = None
 
     def sha256(self) -> str:
         """sha256 of the file; of a folder or a Hub dataset's cache, over its files' names and
@@ -71,7 +82,25 @@ class Source:
         return sha256_file(path)
 
     def batches(self, batch_size: int = DEFAULT_BATCH) -> Iterator[RawBatch]:
-        """Stream the input as :class:`RawBatch` es of at most ``batch_size`` rows."""
+        """Stream the input as :class:`RawBatch` es of at most ``batch_size`` rows.
+
+        Raises:
+            InputError: the file is damaged (truncated or corrupt compression, unreadable), naming
+                it and the last record read; nothing read from it is kept.
+        """
+        reached = 0
+        try:
+            for batch in self._batches(batch_size):
+                reached = max([reached, *batch.lines, *(r[0] for r in batch.rejects)])
+                yield batch
+        except _FILE_FAULTS + _zstd_errors() as e:
+            what = f"{self.compression} stream" if self.compression else "file"
+            raise InputError(
+                f"can't read {self.spec}: the {what} is truncated or corrupt after record {reached} "
+                f"({type(e).__name__}: {e}). Nothing from it was written; re-download or re-create the file"
+            ) from e
+
+    def _batches(self, batch_size: int) -> Iterator[RawBatch]:
         if self.kind == "jsonl":
             with _open(self) as fh:
                 yield from _jsonl_batches(fh, batch_size)
@@ -82,11 +111,11 @@ class Source:
         elif self.kind == "parquet":
             yield from _parquet_batches(self, batch_size)
         elif self.kind == "memory":
-            yield from _dataset_batches(self.data, batch_size)
+            yield from _dataset_batches(self.data, batch_size, self)
         elif self.kind == "disk":
-            yield from _dataset_batches(_load_disk(self.path), batch_size)
+            yield from _dataset_batches(_load_disk(self.path), batch_size, self)
         else:
-            yield from _dataset_batches(_load_hub(self.spec), batch_size)
+            yield from _dataset_batches(_load_hub(self.spec), batch_size, self)
 
 
 def _hash_files(paths: Any) -> str:
@@ -128,15 +157,62 @@ def _sniff_compression(path: Path) -> str | None:
     return None
 
 
+@functools.cache
+def _zstd_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import zstandard
+    except ImportError:
+        return ()
+    return (zstandard.ZstdError,)
+
+
+class _ZstdReader(io.RawIOBase):
+    """zstd frames decompressed as read; unlike zstandard's stream reader, a file that ends inside
+    a frame (a truncated download) raises EOFError instead of quietly yielding what it had."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        import zstandard
+
+        self._raw, self._dctx = raw, zstandard.ZstdDecompressor()
+        self._frame = self._dctx.decompressobj()
+        self._in_frame = False
+        self._buf = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        while not self._buf:
+            data = self._raw.read(1 << 20)
+            if not data:
+                if self._in_frame:
+                    raise EOFError("the zstd stream ended inside a frame")
+                return
+            while data:
+                self._in_frame = True
+                self._buf += self._frame.decompress(data)
+                if not self._frame.eof:
+                    break
+                data, self._frame, self._in_frame = self._frame.unused_data, self._dctx.decompressobj(), False
+
+    def readinto(self, buffer: Any) -> int:
+        self._fill()
+        n = min(len(buffer), len(self._buf))
+        buffer[:n] = self._buf[:n]
+        del self._buf[:n]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def _open(source: Source) -> IO[bytes]:
     path = cast(Path, source.path)
     if source.compression == "gzip":
         return gzip.open(path, "rb")  # type: ignore[return-value]
     if source.compression == "zstd":
-        import zstandard
-
-        raw = open(path, "rb")  # closed with the reader
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+        return io.BufferedReader(_ZstdReader(open(path, "rb")))  # the raw file closes with the reader
     return open(path, "rb")
 
 
@@ -223,6 +299,8 @@ def _jsonl_batches(fh: IO[bytes], batch_size: int) -> Iterator[RawBatch]:
     # The decoder's C scanner, called directly: json.loads adds two regex passes per line.
     scan = json.JSONDecoder().scan_once
     for number, raw in enumerate(fh, 1):
+        if number == 1 and raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM) :]
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -258,7 +336,7 @@ def _json_rows(source: Source) -> list[Any]:
     with _open(source) as fh:
         data = fh.read()
     try:
-        obj = json.loads(data)
+        obj = json.loads(data.removeprefix(UTF8_BOM))
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"{source.spec} is not valid JSON ({e}); fix the file or save it as JSONL") from e
     if isinstance(obj, dict):
@@ -338,14 +416,34 @@ def _load_hub(name: str) -> Any:
         ) from e
 
 
-def _dataset_batches(dataset: Any, batch_size: int) -> Iterator[RawBatch]:
-    """Every split of a Dataset / DatasetDict (or a Table) in turn; records numbered across splits."""
+def _dataset_batches(dataset: Any, batch_size: int, source: Source) -> Iterator[RawBatch]:
+    """One split of a Dataset / DatasetDict (or a Table); a DatasetDict's splits are never merged."""
     if isinstance(dataset, pa.Table):
         yield from _table_batches(dataset, batch_size)
         return
-    splits = dataset.values() if hasattr(dataset, "keys") else [dataset]
+    if hasattr(dataset, "keys"):
+        dataset = dataset[_pick_split(list(dataset.keys()), source)]
+    elif source.split is not None:
+        raise InputError(f"--split {source.split!r}: {source.spec} is a single dataset without named splits; drop --split")
     offset = 0
-    for split in splits:
-        for table in split.with_format("arrow").iter(batch_size=batch_size):
-            yield from _table_batches(table, batch_size, offset)
-            offset += table.num_rows
+    for table in dataset.with_format("arrow").iter(batch_size=batch_size):
+        yield from _table_batches(table, batch_size, offset)
+        offset += table.num_rows
+
+
+def _pick_split(splits: list[str], source: Source) -> str:
+    """The split of a DatasetDict to read: the one asked for, or the only one there is.
+
+    Raises:
+        InputError: the split asked for is absent, or several exist and none was asked for.
+    """
+    if source.split is not None:
+        if source.split not in splits:
+            raise InputError(f"{source.spec} has no split {source.split!r}; its splits are {splits}")
+        return source.split
+    if len(splits) != 1:
+        raise InputError(
+            f"{source.spec} holds the splits {splits}; pass --split NAME to ingest one of them (ingest each split "
+            "into its own file: merging them would let an upstream test split leak into training)"
+        )
+    return splits[0]

@@ -33,6 +33,9 @@ class Pair(NamedTuple):
     source: str
     chosen_safe: bool | None
     rejected_safe: bool | None
+    #: ``<chosen>/<rejected>`` safety labels of a pair that is not safe-chosen / unsafe-rejected,
+    #: written only with ``--safety-pairs flag`` (PKU-SafeRLHF).
+    safety_pair: str | None = None
 
 
 class RowError(Exception):

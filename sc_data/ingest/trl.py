@@ -8,6 +8,11 @@ Handled shapes (https://huggingface.co/docs/trl/dataset_formats):
 - UltraFeedback-binarized: a ``prompt`` string *and* full conversations in ``chosen`` / ``rejected``;
   the shared conversation wins, as it holds every turn.
 
+A row without a prompt whose ``chosen`` and ``rejected`` are raw HH-RLHF transcripts
+(``\n\nHuman: ... \n\nAssistant: ...``) is read by the HH-RLHF rules instead: TRL's common-prefix
+rule would otherwise make the whole transcript the user's prompt. Files that mix the two layouts
+(or whose first rows made detection pick ``trl``) are thereby read per row.
+
 Canonical extras present in the row (``id``, ``categories``, ``category``, ``source``,
 ``chosen_safe``, ``rejected_safe``) are carried over, so a canonical table re-ingests unchanged.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sc_data.ingest.hh_rlhf import make_hh_converter
 from sc_data.ingest.rows import (
     Converter,
     Messages,
@@ -81,10 +87,17 @@ def _messages_triplet(row: dict[str, Any]) -> tuple[Messages, Messages, Messages
     return as_messages(prompt_raw, "prompt", "user"), chosen, rejected
 
 
+def _is_hh_transcript(text: Any) -> bool:
+    return isinstance(text, str) and "\n\nAssistant:" in text and ("\n\nHuman:" in text or text.startswith("Human:"))
+
+
 def make_converter(source: str) -> Converter:
     """Converter of TRL rows; ``source`` names the input when the row has no ``source`` column."""
+    hh = make_hh_converter(source)
 
     def convert(row: dict[str, Any]) -> Pair:
+        if row.get("prompt") is None and _is_hh_transcript(row.get("chosen")) and _is_hh_transcript(row.get("rejected")):
+            return hh(row)
         prompt, chosen, rejected = row.get("prompt"), row.get("chosen"), row.get("rejected")
         if (
             type(prompt) is str and type(chosen) is str and type(rejected) is str

@@ -3,7 +3,10 @@
 Checks, in this order, each failing with its own reason code (the order decides which reason a row
 with several faults gets): ``too_long`` (a text over ``max_chars``), ``empty_text`` (an answer, or
 the prompt's last turn, empty or whitespace-only), ``prompt_not_user_last``,
-``answer_not_assistant``, ``identical_answers`` (chosen equals rejected after stripping).
+``answer_not_assistant``, ``identical_answers`` (chosen equals rejected after stripping), then,
+while the content id is built, ``nul_character`` (a NUL in a text: C tokenizers and many tools
+stop at it) and ``invalid_unicode`` (a lone surrogate such as ``\\ud800`` from a JSON escape, which
+no UTF-8 file can hold).
 """
 
 from __future__ import annotations
@@ -29,8 +32,24 @@ def _canonical(messages: Messages) -> str:
     ) + "]"
 
 
+def _faulty_field(pair_texts: tuple[tuple[str, Messages], ...], fault: str) -> str:
+    """The first of prompt / chosen / rejected whose texts hold ``fault`` (NUL, or a lone surrogate)."""
+    for name, messages in pair_texts:
+        for _, content in messages:
+            if fault == "nul_character" and "\x00" in content:
+                return name
+            if fault == "invalid_unicode" and any("\ud800" <= ch <= "\udfff" for ch in content):
+                return name
+    return "prompt"
+
+
 def content_id(prompt: Messages, chosen: Messages, rejected: Messages) -> str:
-    """The content id of docs/ARCHITECTURE.md, "The canonical record", built without dicts or json.dumps (the hot path)."""
+    """The content id of docs/ARCHITECTURE.md, "The canonical record", built without dicts or json.dumps (the hot path).
+
+    Raises:
+        RowError: ``nul_character`` or ``invalid_unicode`` in a text (found on the JSON blob, so a
+            clean row pays one substring search).
+    """
     if len(prompt) == 1 and len(chosen) == 1 and len(rejected) == 1:
         # One message each (most rows): inlined, and the roles (from ROLES) need no escaping.
         (p_role, p_text), (c_role, c_text), (r_role, r_text) = prompt[0], chosen[0], rejected[0]
@@ -45,7 +64,14 @@ def content_id(prompt: Messages, chosen: Messages, rejected: Messages) -> str:
             '{"chosen":' + _canonical(chosen) + ',"prompt":' + _canonical(prompt)
             + ',"rejected":' + _canonical(rejected) + "}"
         )
-    return _sha256(blob.encode("utf-8")).hexdigest()[:16]
+    texts = (("prompt", prompt), ("chosen", chosen), ("rejected", rejected))
+    if "\\u0000" in blob:
+        raise RowError(_faulty_field(texts, "nul_character"), "nul_character")
+    try:
+        encoded = blob.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RowError(_faulty_field(texts, "invalid_unicode"), "invalid_unicode") from None
+    return _sha256(encoded).hexdigest()[:16]
 
 
 def _answer_text(messages: Messages) -> str:
@@ -61,8 +87,8 @@ def _check_lengths(pair: Pair, max_chars: int) -> None:
                 raise RowError(name, "too_long")
 
 
-def validate(pair: Pair, max_chars: int) -> str:
-    """Check one pair; return its id (the source's, else the content id).
+def validate(pair: Pair, max_chars: int) -> tuple[str, str]:
+    """Check one pair; return its id (the source's, else the content id) and its content id.
 
     Raises:
         RowError: the first failing check (see the module docstring for the order).
@@ -91,4 +117,5 @@ def validate(pair: Pair, max_chars: int) -> str:
         raise RowError("rejected", "answer_not_assistant")
     if chosen_text == rejected_text:
         raise RowError("rejected", "identical_answers")
-    return pair.id if pair.id is not None else content_id(prompt, chosen, rejected)
+    content = content_id(prompt, chosen, rejected)
+    return (pair.id if pair.id is not None else content), content

@@ -42,7 +42,14 @@ import pyarrow.parquet as pq
 from sc_data.config import load_config
 from sc_data.errors import ConfigError, InputError, ScDataError
 from sc_data.io import sha256_file, write_json, write_parquet
-from sc_data.manifest import file_entry, manifest_path, new_manifest, upstream_of, write_manifest
+from sc_data.manifest import (
+    claim_output_files,
+    file_entry,
+    manifest_path,
+    new_manifest,
+    upstream_of,
+    write_manifest,
+)
 from sc_data.schema import pair_schema, validate_table
 from sc_data.scorers.base import Batch, Scorer, available_scorers, get_scorer_class
 
@@ -286,6 +293,12 @@ def _read_pairs(input_path: Path, scorers: list[Scorer]) -> pa.Table:
     """
     if not input_path.is_file():
         raise InputError(f"input {str(input_path)!r} does not exist; pass a pairs Parquet written by `sc-data ingest`")
+    with open(input_path, "rb") as fh:
+        if fh.read(4) != b"PAR1":
+            raise InputError(
+                f"{str(input_path)!r} is not a Parquet file; score reads the canonical pairs that `sc-data ingest` "
+                f"writes: run `sc-data ingest {input_path} -o pairs.parquet` first"
+            )
     try:
         table = _canonical_fields(validate_table(pq.read_table(input_path), where=str(input_path)))
     except (pa.ArrowInvalid, OSError) as e:
@@ -367,6 +380,7 @@ def score(
     options: dict[str, dict[str, Any]] | None = None,
     part_rows: int = DEFAULT_PART_ROWS,
     resume: bool = False,
+    overwrite: bool = False,
     config_file: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> ScoreResult:
@@ -380,6 +394,7 @@ def score(
         part_rows: rows per part file (the resume granularity, and rows per ``Scorer.score``
             call), >= 1.
         resume: continue from the parts of an interrupted run with the same configuration.
+        overwrite: replace an existing ``output`` (only one an sc-data manifest lists).
         config_file: YAML ``{scorers: {name: {option: value}}}``; its scorers run when
             ``scorers`` is empty.
         progress: called as ``progress(rows_done, rows_total)`` for this process's slice.
@@ -389,12 +404,14 @@ def score(
 
     Raises:
         InputError: the input is missing or not a canonical pairs table.
-        ConfigError: bad scorer names / options, or a resume with a different configuration.
+        ConfigError: bad scorer names / options, a resume with a different configuration, or an
+            existing output without ``overwrite``.
     """
     input_path, output_path = Path(input), Path(output)
     if isinstance(part_rows, bool) or not isinstance(part_rows, int) or part_rows < 1:
         raise ConfigError(f"part_rows must be an integer >= 1; got {part_rows!r}")
     built = build_scorers(*scorer_options(scorers, options, config_file))
+    claim_output_files([output_path], manifest_path(output_path), overwrite=overwrite)
     table = _read_pairs(input_path, built)
 
     ranks = _Ranks()

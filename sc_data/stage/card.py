@@ -41,26 +41,26 @@ def licenses_of(upstream: Mapping[str, Any]) -> list[str]:
 
 
 def configs(parts: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-    """The card's ``configs:``: ``all`` (default: every tier) and one per tier, each with the test split."""
-    tiers = sorted((p for p in parts if tier_index(p) is not None), key=tier_index)
-    extra = [{"split": "test", "path": "data/eval/*.parquet"}]
-    if "dev" in parts:
-        extra.append({"split": "dev", "path": "data/dev/*.parquet"})
+    """The card's ``configs:``: ``all`` (default: every tier) and one per tier, each with the test split.
+
+    Parts without rows are left out (``datasets`` can't load a config or split with no rows): a
+    tier with no pairs has no config, no eval split means no ``test`` split.
+    """
+    tiers = sorted((p for p in parts if tier_index(p) is not None and len(parts[p])), key=tier_index)
+    test = [{"split": "test", "path": "data/eval/*.parquet"}] if len(parts.get("eval", ())) else []
+    dev = [{"split": "dev", "path": "data/dev/*.parquet"}] if len(parts.get("dev", ())) else []
     configs = [
         {
             "config_name": "all",
             "default": True,
-            "data_files": [{"split": "train", "path": "data/tier_*/*.parquet"}, *extra],
+            "data_files": [{"split": "train", "path": "data/tier_*/*.parquet"}, *test, *dev],
         }
     ]
     for tier in tiers:
         configs.append(
             {
                 "config_name": tier,
-                "data_files": [
-                    {"split": "train", "path": f"data/{tier}/*.parquet"},
-                    {"split": "test", "path": "data/eval/*.parquet"},
-                ],
+                "data_files": [{"split": "train", "path": f"data/{tier}/*.parquet"}, *test],
             }
         )
     return configs

@@ -7,7 +7,7 @@ Ranking (rather than z-scoring raw values) makes columns on different scales (na
 units, a 0-3 severity) comparable and robust to outliers. See docs/ARCHITECTURE.md, "Staging", and the
 Staged-Competence paper (arXiv 2605.26315).
 
-Rows whose score is missing (null, NaN, or a non-null ``<scorer>__error``) are handled by
+Rows whose score is missing (null, NaN, ±inf, or a non-null ``<scorer>__error``) are handled by
 ``missing``: ``drop`` (the default: a row with no score has no place in a curriculum, and it is
 reported in the rejects with reason ``missing_score:<column>`` so counts still add up),
 ``hardest`` or ``easiest`` (that column's percentile for the row is 1 or 0).
@@ -224,14 +224,15 @@ def resolve_columns(
 
 
 def _missing_mask(table: pa.Table, column: str) -> np.ndarray:
-    """Rows where ``column`` is null/NaN or its scorer's ``<scorer>__error`` is non-null."""
+    """Rows where ``column`` is null, NaN or ±inf (no rank can be trusted for an overflowed score), or its
+    scorer's ``<scorer>__error`` is non-null."""
     values = table.column(column)
     if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_boolean(values.type)):
         raise ConfigError(
             f"difficulty column {column!r} has type {values.type}; a difficulty column must be numeric"
         )
     arr = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    mask = np.isnan(arr)
+    mask = ~np.isfinite(arr)
     error_col = f"{column.split('__', 1)[0]}__error"
     if "__" in column and error_col in table.column_names:
         mask |= pc.is_valid(table.column(error_col)).to_numpy(zero_copy_only=False)

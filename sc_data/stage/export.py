@@ -20,12 +20,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from sc_data.errors import ConfigError
 from sc_data.io import write_parquet, write_text
 from sc_data.manifest import STAGED_MANIFEST, file_entry, new_manifest, write_manifest
 from sc_data.stage.card import configs, dataset_info, licenses_of, render_card
 from sc_data.stage.difficulty import category_codes
-from sc_data.stage.folder import CARD, REJECTS, part_location, tier_index
+from sc_data.stage.folder import CARD, REJECTS, claim_output, part_location, tier_index
 
 
 class ExportConfig(BaseModel):
@@ -57,6 +56,8 @@ def _write_parts(
 ) -> list[dict[str, Any]]:
     entries = []
     for part, rows in parts.items():
+        if not len(rows):
+            continue  # an empty shard would break `datasets` (a 0-row row group); the card leaves the part out
         folder, prefix, cfg = part_location(part)
         n_shards = max(1, math.ceil(len(rows) / config.max_shard_rows))
         for i, chunk in enumerate(np.array_split(rows, n_shards)):
@@ -73,6 +74,8 @@ def _counts(table: pa.Table, parts: Mapping[str, np.ndarray], rows_rejected: int
     by_tier: dict[str, int] = {}
     nested: dict[str, dict[str, dict[str, int]]] = {}
     for part, rows in parts.items():
+        if not len(rows):
+            continue
         _, split, _ = part_location(part)
         is_tier = tier_index(part) is not None
         label = part if is_tier else "none"
@@ -89,6 +92,21 @@ def _counts(table: pa.Table, parts: Mapping[str, np.ndarray], rows_rejected: int
         "by_tier": by_tier,
         "by_tier_category_split": nested,
     }
+
+
+def omitted_parts(parts: Mapping[str, np.ndarray]) -> list[str]:
+    """A warning per part with no rows: it gets no shard and no place in the card's configs."""
+    out = []
+    for part, rows in parts.items():
+        if len(rows):
+            continue
+        if tier_index(part) is not None:
+            out.append(f"{part} has no rows, so it has no shard and no config in the card; stage with fewer tiers to avoid it")
+        elif part == "eval":
+            out.append("there is no eval split (eval_fraction 0, or too few prompt groups), so no config has a test split")
+        else:
+            out.append(f"the {part} split has no rows, so no config has a {part} split")
+    return out
 
 
 def export(
@@ -116,19 +134,18 @@ def export(
         upstream: the scored file's manifest (scorers, models, licences are copied from it).
         warnings: staging degradations, recorded in the manifest.
         config: sharding options.
-        overwrite: replace an existing ``output``.
+        overwrite: replace an existing ``output`` that sc-data wrote (see :func:`sc_data.stage.folder.claim_output`).
 
     Returns:
         An :class:`ExportResult`.
 
     Raises:
-        ConfigError: ``output`` exists and ``overwrite`` is False.
+        ConfigError: ``output`` exists and ``overwrite`` is False, or it holds what sc-data did not write.
     """
     config = config or ExportConfig()
     upstream = dict(upstream or {})
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise ConfigError(f"output {str(output)!r} already exists; pass overwrite=True (--overwrite) to replace it")
+    claim_output(output, overwrite=overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.parent / f".{output.name}.staging-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -160,7 +177,7 @@ def export(
             upstream={k: upstream[k] for k in ("kind", "inputs", "counts", "sc_data_version") if k in upstream},
             scorers=upstream.get("scorers", {}),
             models=upstream.get("models", {}),
-            warnings=list(warnings or []),
+            warnings=[*(warnings or []), *omitted_parts(parts)],
         )
         write_manifest(manifest, tmp / STAGED_MANIFEST)
         info = dataset_info(tmp, configs(parts), files)

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sc_data.errors import InputError, VerifyError
+from sc_data.errors import ConfigError, InputError, VerifyError
 from sc_data.io import sha256_file
 from sc_data.manifest import STAGED_MANIFEST, read_manifest
 
@@ -171,22 +171,153 @@ def _check_file(root: Path, entry: dict[str, Any]) -> None:
             raise VerifyError(f"{rel}: {rows} rows, the manifest says {entry['rows']}")
 
 
-def _check_no_extras(root: Path, listed: set[str]) -> None:
+def unlisted_files(root: Path, listed: set[str]) -> list[str]:
+    """Files under ``root`` that the manifest does not list (beside itself, the card and Hub-client files)."""
     allowed = listed | {STAGED_MANIFEST, CARD, *CLIENT_FILES}
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+    out = []
+    for file in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
         rel = file.relative_to(root).as_posix()
-        if rel.split("/", 1)[0] in CLIENT_DIRS:
-            continue
-        if rel not in allowed:
-            raise VerifyError(f"{rel}: not listed in {STAGED_MANIFEST}; remove it or re-stage the dataset")
+        if rel.split("/", 1)[0] not in CLIENT_DIRS and rel not in allowed:
+            out.append(rel)
+    return out
+
+
+def _listed(root: Path) -> set[str]:
+    return {entry["path"] for entry in read_manifest(root / STAGED_MANIFEST).get("files", [])}
+
+
+def claim_output(output: Path, *, overwrite: bool) -> None:
+    """Check that a staged folder may be written at ``output``.
+
+    A missing path is free. An existing folder is replaced only with ``overwrite`` and only when
+    sc-data wrote it: a staged manifest lists every file in it. Anything else is refused, naming
+    what is there, and left untouched.
+
+    Raises:
+        ConfigError: ``output`` is a file, exists without ``overwrite``, or holds what sc-data did not write.
+    """
+    if not output.exists() and not output.is_symlink():
+        return
+    if not output.is_dir():
+        raise ConfigError(f"output {str(output)!r} is a file; a staged dataset is a folder: pass a new folder path")
+    if not overwrite:
+        raise ConfigError(
+            f"output {str(output)!r} already exists; pass overwrite=True (--overwrite) to replace it "
+            "(only a staged folder sc-data wrote is ever replaced)"
+        )
+    if not is_staged(output):
+        present = sorted(p.name for p in output.iterdir())
+        raise ConfigError(
+            f"refusing to replace {str(output)!r}: it is not a staged dataset sc-data wrote (no {STAGED_MANIFEST}); "
+            f"it holds {present[:5]}{' and more' if len(present) > 5 else ''}. Choose another output folder"
+        )
+    try:
+        foreign = unlisted_files(output, _listed(output))
+    except InputError as e:
+        raise ConfigError(f"refusing to replace {str(output)!r}: its {STAGED_MANIFEST} can't be read ({e})") from e
+    if foreign:
+        raise ConfigError(
+            f"refusing to replace {str(output)!r}: it holds files sc-data did not write: {foreign[:5]}"
+            f"{' and more' if len(foreign) > 5 else ''}. Move them away or choose another output folder"
+        )
+
+
+def _check_no_extras(root: Path, listed: set[str]) -> None:
+    extras = unlisted_files(root, listed)
+    if extras:
+        raise VerifyError(f"{extras[0]}: not listed in {STAGED_MANIFEST}; remove it or re-stage the dataset")
+
+
+def read_card_metadata(root: Path) -> dict[str, Any]:
+    """The YAML front matter of the dataset card (``configs``, ``dataset_info``, licence, ...).
+
+    Raises:
+        VerifyError: no card, or no readable front matter.
+    """
+    import yaml
+
+    card = root / CARD
+    if not card.is_file():
+        raise VerifyError(f"{CARD}: missing; the dataset card holds the configs `load_dataset` needs")
+    text = card.read_text("utf-8")
+    head, sep, _ = text.removeprefix("---\n").partition("\n---")
+    try:
+        meta = yaml.safe_load(head) if text.startswith("---\n") and sep else None
+    except yaml.YAMLError as e:
+        raise VerifyError(f"{CARD}: its YAML front matter is not valid ({e}); re-stage the dataset") from e
+    if not isinstance(meta, dict):
+        raise VerifyError(f"{CARD}: no YAML front matter (--- ... ---) with the configs; re-stage the dataset")
+    return meta
+
+
+def _config_files(name: str, split: str, data: list[dict[str, Any]]) -> list[str]:
+    """The shards config ``name``'s ``split`` must read: its tier's (``all``: every tier's) for train, the split's otherwise."""
+    return sorted(e["path"] for e in data if e["split"] == split and (split != "train" or name == "all" or e["config"] == name))
+
+
+def _check_card(root: Path, data: list[dict[str, Any]]) -> None:
+    """Every card config loads: it exists for each tier with shards, reads exactly its own shards,
+    reads no split without rows, and its ``dataset_info`` row counts match them."""
+    from pathlib import PurePosixPath
+
+    meta = read_card_metadata(root)
+    configs = meta.get("configs")
+    if not isinstance(configs, list) or not configs:
+        raise VerifyError(f"{CARD}: no `configs:` in its front matter; `load_dataset` could not find the tiers")
+    names = [c.get("config_name") for c in configs]
+    expected = sorted({"all", *(e["config"] for e in data if e["split"] == "train")})
+    if sorted(names) != expected:
+        raise VerifyError(f"{CARD}: its configs are {sorted(map(str, names))} but the shards make {expected}; re-stage the dataset")
+    infos = {i.get("config_name"): i for i in meta.get("dataset_info") or [] if isinstance(i, dict)}
+    rows = {e["path"]: e["rows"] for e in data}
+    for config in configs:
+        name = config["config_name"]
+        if name not in infos:
+            raise VerifyError(f"{CARD}: config {name!r} has no dataset_info; `datasets` could serve a stale cache for it")
+        examples = {s.get("name"): s.get("num_examples") for s in infos[name].get("splits", [])}
+        for spec in config.get("data_files", []):
+            split = spec.get("split")
+            matched = sorted(e["path"] for e in data if PurePosixPath(e["path"]).match(str(spec.get("path"))))
+            own = _config_files(name, split, data)
+            if not matched or matched != own:
+                raise VerifyError(
+                    f"{CARD}: config {name!r} split {split!r} reads {matched or 'no file'} but its shards are "
+                    f"{own or 'none'}; re-stage the dataset"
+                )
+            if examples.get(split) != sum(rows[p] for p in own):
+                raise VerifyError(
+                    f"{CARD}: dataset_info of config {name!r} says {examples.get(split)!r} {split} rows, the shards hold "
+                    f"{sum(rows[p] for p in own)}"
+                )
+
+
+def _recount(root: Path, data: list[dict[str, Any]]) -> dict[str, Any]:
+    """``by_tier`` and ``by_tier_category_split`` counted from the shards themselves."""
+    by_tier: dict[str, int] = {}
+    nested: dict[str, dict[str, dict[str, int]]] = {}
+    for entry in data:
+        label = entry["config"] if tier_index(entry["config"]) is not None else "none"
+        if label != "none":
+            by_tier[label] = by_tier.get(label, 0) + entry["rows"]
+        table = pq.read_table(root / entry["path"], columns=["category"])
+        cats = nested.setdefault(entry["split"], {}).setdefault(label, {})
+        for category in table.column("category").to_pylist():
+            key = category if category is not None else "unknown"
+            cats[key] = cats.get(key, 0) + 1
+    return {"by_tier": by_tier, "by_tier_category_split": nested}
 
 
 def verify(path: str | Path) -> VerifyReport:
-    """Check a staged folder against its manifest: every file's bytes, sha256 and rows, no extras.
+    """Check a staged folder against its manifest and its card.
+
+    Every file's bytes, sha256 and rows; no unlisted file; every card config reads exactly its own
+    shards and none without rows, with ``dataset_info`` counts that match; the manifest's counts
+    per split, per tier and per tier × category × split equal what the shards hold.
 
     Raises:
-        VerifyError: naming the file: a missing or modified file, a row count that differs, an
-            unlisted file, or counts that don't add up.
+        VerifyError: naming the file or the count: a missing or modified file, an unlisted file, a
+            config pointing at another part's shards or at none, missing ``dataset_info``, or
+            counts that don't add up.
     """
     root = Path(path)
     manifest_file = root / STAGED_MANIFEST
@@ -202,8 +333,8 @@ def verify(path: str | Path) -> VerifyReport:
     for entry in listed.values():
         _check_file(root, entry)
     _check_no_extras(root, set(listed))
-    if not (root / CARD).is_file():
-        raise VerifyError(f"{CARD}: missing; the dataset card holds the configs `load_dataset` needs")
+    data = [e for e in listed.values() if e.get("kind") == "data"]
+    _check_card(root, data)
     by_split: dict[str, int] = {}
     for entry in listed.values():
         if entry.get("kind") == "data":
@@ -216,6 +347,7 @@ def verify(path: str | Path) -> VerifyReport:
         "rows_rejected": rows_rejected,
         "rows_in": rows_out + rows_rejected,
         "by_split": by_split,
+        **_recount(root, data),
     }
     for key, value in expected.items():
         if counts.get(key) != value:

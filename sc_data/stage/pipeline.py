@@ -21,11 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from sc_data.errors import ConfigError, InputError, config_error
+from sc_data.errors import InputError, config_error
 from sc_data.io import sha256_file
 from sc_data.manifest import upstream_of, upstream_path
 from sc_data.stage.config import StageConfig, make_config
-from sc_data.stage.export import ExportConfig, export
+from sc_data.stage.export import ExportConfig, export, omitted_parts
+from sc_data.stage.folder import claim_output, tier_index
 from sc_data.stage.plan import plan
 
 
@@ -99,7 +100,8 @@ def stage(
         scored: scored Parquet file / folder, or an in-memory table.
         output: target folder; written beside and renamed into place at the end.
         config: the staging recipe (default: the paper's); ``options`` override its fields.
-        overwrite: replace an existing ``output`` (atomically swapped at the end).
+        overwrite: replace an existing ``output`` that sc-data wrote (a staged folder whose manifest
+            lists every file in it), atomically swapped at the end; anything else is refused.
         **options: :class:`StageConfig` fields and :class:`sc_data.stage.export.ExportConfig` fields
             (``max_shard_rows``, ``row_group_rows``, ``plots``).
 
@@ -120,14 +122,20 @@ def stage(
         raise config_error("export option", e) from None
     config = make_config(config, **{k: v for k, v in options.items() if k not in export_keys})
     output = Path(output)
-    if output.exists() and not overwrite:  # export() checks too, but only after the work is done
-        raise ConfigError(f"output {str(output)!r} already exists; pass overwrite=True (--overwrite) to replace it")
+    claim_output(output, overwrite=overwrite)  # export() checks again when it swaps, but fail before the work
     if isinstance(scored, pa.Table):
         table, inputs, upstream, source = scored, [], {}, "<table>"
     else:
         table, inputs, upstream = read_scored(scored)
         source = str(scored)
+    if table.num_rows == 0:
+        raise InputError(f"{source} holds no pairs; nothing to stage (was every row rejected at ingest?)")
     result = plan(table, config, source=source)
+    if not sum(len(v) for k, v in result.parts.items() if tier_index(k) is not None):
+        raise InputError(
+            f"no training pair left to stage from {source}: of {table.num_rows} rows, {result.rejects.num_rows} were left out "
+            f"and the rest held out for eval/dev; lower eval_fraction / dev_fraction or raise the budget"
+        )
     recipe = {
         "stage": config.model_dump(mode="json"),
         "export": export_config.model_dump(mode="json"),
@@ -159,5 +167,5 @@ def stage(
         tiers=tiers,
         mean_difficulty={k: float(np.mean(difficulty[v])) if len(v) else math.nan for k, v in tier_parts.items()},
         splits={"train": sum(tiers.values()), **{k: len(v) for k, v in result.parts.items() if k not in tier_parts}},
-        warnings=result.warnings,
+        warnings=[*result.warnings, *omitted_parts(result.parts)],
     )

@@ -152,7 +152,7 @@ def plan(table: pa.Table, config: StageConfig | None = None, *, source: str = "<
     tier_values, direction = difficulty, "larger_is_harder"  # difficulty: 0 = easiest
     if config.strategy == "threshold":
         tier_values, column, direction = _threshold_values(table, config)
-        absent = np.isnan(tier_values)
+        absent = ~np.isfinite(tier_values)
         missing.setdefault(column, int(absent.sum()))
         if config.missing == "drop":
             reason[absent & keep] = f"missing_score:{column}"

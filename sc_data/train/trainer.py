@@ -222,6 +222,13 @@ def train(  # noqa: C901 - one function for setup, loop and cleanup until the ac
     checkpoint = latest_checkpoint(output) if resume else None
     if not resume and ((output / "metrics.jsonl").exists() or latest_checkpoint(output) is not None):
         raise ConfigError(f"{str(output)!r} already holds a training run; pass resume=True (--resume) or choose a new output folder")
+    if output.is_dir() and any(output.iterdir()) and not (output / "train_config.json").is_file():
+        raise ConfigError(
+            f"{str(output)!r} holds files that are not an sc-data training run ({sorted(p.name for p in output.iterdir())[:5]}); "
+            "train into a new or empty folder"
+        )
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output {str(output)!r} is a file; a training run is a folder: pass a new folder path")
 
     staged = load_staged(data)
     train_ids = [str(x) for x in _column(staged.train, "id", "pair ids")]

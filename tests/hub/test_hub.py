@@ -234,3 +234,22 @@ class TestResolveDataset:
     def test_neither_folder_nor_ref(self, tmp_path: Path) -> None:
         with pytest.raises(InputError, match=r"is neither an existing folder nor a Hub dataset reference ORG/NAME\[@REV\]"):
             hub.resolve_dataset(tmp_path / "missing" / "deep" / "path")
+
+
+class TestHardening:
+    def test_a_server_error_is_not_called_unreachable(self, hub_client: FakeHub, staged: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(hub, "RETRY_BASE_S", 0.0)
+        hub.publish(staged, REPO)
+        hub_client.fail_next(f"/api/datasets/{REPO}/revision/", 500, times=1000)
+        with pytest.raises(HubError, match=r"500") as caught:
+            hub.pull(REPO, tmp_path / "pulled")
+        assert "Could not reach" not in str(caught.value) and "sc-org/curriculum" in str(caught.value)
+        assert not (tmp_path / "pulled").exists()
+
+    def test_inspect_accepts_a_hub_dataset(self, hub_client: FakeHub, staged: Path) -> None:
+        from sc_data.inspect import inspect
+
+        hub.publish(staged, REPO)
+        summary = inspect(REPO)
+        assert summary["path"] == REPO and summary["rows"] == inspect(staged)["rows"]

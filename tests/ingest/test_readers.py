@@ -83,10 +83,17 @@ class TestFiles:
 
 
 class TestFolders:
-    def test_save_to_disk_dataset_dict(self, tmp_path: Path) -> None:
+    def test_save_to_disk_dataset_dict_is_read_per_split(self, tmp_path: Path) -> None:
         dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:1]), "test": datasets.Dataset.from_list(ROWS[1:])})
         dd.save_to_disk(str(tmp_path / "ds"))
-        _check(tmp_path / "ds")
+        with pytest.raises(InputError, match=r"holds the splits \['train', 'test'\]; pass --split NAME"):
+            ingest_tables([tmp_path / "ds"])  # never merged: the test split would leak into training
+        train, _ = ingest_tables([tmp_path / "ds"], split="train")
+        test, _ = ingest_tables([tmp_path / "ds"], split="test")
+        assert train.column("chosen").to_pylist() == [[{"role": "assistant", "content": r["chosen"]}] for r in ROWS[:1]]
+        assert test.num_rows == len(ROWS) - 1
+        with pytest.raises(InputError, match=r"has no split 'validation'; its splits are \['train', 'test'\]"):
+            ingest_tables([tmp_path / "ds"], split="validation")
 
     def test_plain_folder_is_refused(self, tmp_path: Path) -> None:
         (tmp_path / "stuff").mkdir()

@@ -46,6 +46,24 @@ class TestCounts:
         assert manifest["counts"]["rows_in"] == 2312
         assert manifest["counts"]["rows_out"] + manifest["counts"]["rows_rejected"] == 2312
         assert manifest["inputs"][0]["format"] == "hh-rlhf"
+        assert manifest["licenses"] == ["MIT"]
+
+    def test_known_licences_reach_the_card(self, shared_data: Path, tmp_path: Path) -> None:
+        import numpy as np
+        import pyarrow as pa
+        import yaml
+
+        from sc_data.stage.pipeline import stage
+
+        ingest([shared_data / HH], tmp_path / "hh.parquet")
+        table = pq.read_table(tmp_path / "hh.parquet")
+        table = table.append_column("ref_margin__margin_mean", pa.array(np.random.default_rng(0).normal(size=table.num_rows)))
+        pq.write_table(table, tmp_path / "scored.parquet")
+        (tmp_path / "scored.manifest.json").write_bytes((tmp_path / "hh.manifest.json").read_bytes())
+        stage(tmp_path / "scored.parquet", tmp_path / "staged", plots=False)
+        card = (tmp_path / "staged" / "README.md").read_text("utf-8")
+        assert yaml.safe_load(card.split("---")[1])["license"] == "mit"
+        assert "Licences of the sources: mit." in card
 
     def test_hh_multi_turn_prompts_end_with_user(self, shared_data: Path) -> None:
         pairs, _ = ingest_tables([shared_data / HH])
@@ -109,7 +127,7 @@ class TestPkuCategories:
 class TestRoundTrip:
     def test_parquet_and_datasets_keep_every_value(self, shared_data: Path, tmp_path: Path) -> None:
         out = tmp_path / "all.parquet"
-        ingest([shared_data / PKU, shared_data / HH], out, safety_pairs="flag")
+        ingest([shared_data / PKU, shared_data / HH], out, safety_pairs="keep")
         table = pq.read_table(out)
         rows = table.to_pylist()
         again, _ = ingest_tables([out])

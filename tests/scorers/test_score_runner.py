@@ -128,7 +128,7 @@ class TestRun:
         folder.mkdir()
         write_json({"config_hash": "0" * 64}, folder / "state.json")
         with pytest.raises(ConfigError, match=r"can't resume: the parts in .* were written with a different configuration"):
-            score(src, out, scorers=["ref_margin"], options={"ref_margin": {"model": str(tiny_lm_dir)}}, resume=True)
+            score(src, out, scorers=["ref_margin"], options={"ref_margin": {"model": str(tiny_lm_dir)}}, resume=True, overwrite=True)
 
 
 SLOW_SCRIPT = textwrap.dedent(
