@@ -147,6 +147,8 @@ def export(
     output = Path(output)
     claim_output(output, overwrite=overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
+    for debris in output.parent.glob(f".{output.name}.staging-*"):  # left by an export that was killed
+        shutil.rmtree(debris, ignore_errors=True)
     tmp = output.parent / f".{output.name}.staging-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:

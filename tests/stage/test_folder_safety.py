@@ -151,6 +151,8 @@ class TestOverwrite:
         proc.wait()
         assert _files(out) == before
         verify(out)
+        stage(scored, out, overwrite=True, plots=False, max_shard_rows=2000)  # the next run clears the killed one's debris
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["big.parquet", "ds"]
 
 
 class TestVerifyCatches:
