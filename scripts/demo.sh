@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 1: set up .venv and run the main job on the bundled examples/ on a CPU:
 # ingest -> score (ref_margin + local judge on SmolLM2-135M-Instruct) -> stage -> report
-# -> short staged_competence LoRA run -> eval. Outputs go to ${SC_DATA_DEMO_OUT:-demo-out}/.
+# -> short staged_competence LoRA run (scored and trained with the same truncation, so stage 0
+# reuses the stored reference log-probs) -> eval. Outputs go to ${SC_DATA_DEMO_OUT:-demo-out}/.
 # SC_DATA_DEMO_SKIP_SETUP=1 reuses an existing .venv (the test suite does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,8 +10,11 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${SC_DATA_DEMO_OUT:-demo-out}
-STEPS=${SC_DATA_DEMO_STEPS:-2}
+STEPS=${SC_DATA_DEMO_STEPS:-4}
 MODEL=smollm2-135m-instruct
+# Score and train with the same truncation, so training's stage 0 reuses the scorer's log-probs.
+MAX_LENGTH=256
+MAX_PROMPT_LENGTH=128
 mkdir -p "$OUT"
 
 echo "== 1/6 ingest examples/pairs.jsonl (PKU-SafeRLHF layout)" >&2
@@ -20,7 +24,7 @@ sc-data inspect "$OUT/pairs.parquet"
 echo "== 2/6 score: reference-model margin and harm-severity judge on $MODEL" >&2
 sc-data score "$OUT/pairs.parquet" -o "$OUT/scored.parquet" --resume --overwrite \
   --scorer ref_margin --scorer judge --model "$MODEL" \
-  --option ref_margin.max_length=512 --option ref_margin.max_prompt_length=256
+  --option ref_margin.max_length=$MAX_LENGTH --option ref_margin.max_prompt_length=$MAX_PROMPT_LENGTH
 
 echo "== 3/6 stage: 3 equal tiers, 20 % eval split, seed 42 (the paper's recipe)" >&2
 sc-data stage "$OUT/scored.parquet" -o "$OUT/staged" --overwrite
@@ -33,7 +37,7 @@ echo "== 5/6 train: staged_competence, LoRA, $STEPS optimizer steps per stage (C
 rm -rf "$OUT/run"
 sc-data train "$OUT/staged" -o "$OUT/run" --model "$MODEL" --schedule staged_competence \
   --max-steps-per-stage "$STEPS" --effective-batch 8 --micro-batch 4 --lr 5e-4 \
-  --max-length 256 --max-prompt-length 128
+  --max-length $MAX_LENGTH --max-prompt-length $MAX_PROMPT_LENGTH
 
 echo "== 6/6 eval: held-out accuracy vs the initial model, per tier and category" >&2
 sc-data eval "$OUT/run" --data "$OUT/staged" --json > "$OUT/eval.json"

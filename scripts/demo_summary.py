@@ -12,6 +12,7 @@ def main(out: Path) -> None:
     manifest = json.loads((out / "staged" / "sc_manifest.json").read_text("utf-8"))
     result = json.loads((out / "eval.json").read_text("utf-8"))
     steps = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text("utf-8").splitlines()]
+    stage0 = json.loads((out / "run" / "run_info.json").read_text("utf-8"))["stage0_reference"]
     counts = manifest["counts"]
     overall = result["overall"]
 
@@ -28,6 +29,11 @@ def main(out: Path) -> None:
     print(f"  eval     {counts['by_split'].get('test', 0):>5}")
     per_stage = Counter(s["stage"] for s in steps)
     print("\nTraining: " + ", ".join(f"stage {k}: {n} steps" for k, n in sorted(per_stage.items())))
+    print(f"  stage 0 reference log-probs: {stage0['source']}" + (f" ({stage0['reason']})" if stage0["source"] != "stored" else
+          f" from the ref_margin scorer (largest gap {stage0['max_gap_nats']:.2g} nats on {stage0['checked_rows']} rows)"))
+    for k in sorted(per_stage):
+        margins = [s["margin"] for s in steps if s["stage"] == k]
+        print(f"  stage {k} batch reward margin by step: " + " ".join(f"{m:+.3f}" for m in margins))
     print(f"  last loss {steps[-1]['loss']:.4f} (log 2 = 0.6931 at the start of each stage)")
     print("\nHeld-out pairs (implicit-reward accuracy against the initial model; ties count 0.5):")
     print(f"  before training  accuracy {overall['before']['accuracy']:.3f}")

@@ -63,6 +63,20 @@ def test_training_has_metrics_for_every_stage(demo: tuple[Path, str]) -> None:
     assert (out / "run" / "final" / "model.safetensors").is_file()
 
 
+def test_stage0_reuses_scored_logprobs_and_margins_grow_within_stages(demo: tuple[Path, str]) -> None:
+    out, stdout = demo
+    stage0 = json.loads((out / "run" / "run_info.json").read_text())["stage0_reference"]
+    assert stage0["source"] == "stored", stage0  # scored and trained with the same model, template and truncation
+    assert stage0["max_gap_nats"] <= stage0["tolerance_nats"] and stage0["checked_rows"] >= 32
+    steps = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    for stage in (0, 1, 2):
+        margins = [s["margin"] for s in steps if s["stage"] == stage]
+        assert abs(margins[0]) < 1e-4  # each stage starts with policy = reference
+        assert margins[-1] > margins[0] + 1e-3, (stage, margins)  # and learns within the stage
+    assert "stage 0 reference log-probs: stored" in stdout
+    assert (out / "run" / "margins_by_step.png").stat().st_size > 1000
+
+
 def test_eval_and_summary_say_what_happened(demo: tuple[Path, str]) -> None:
     out, stdout = demo
     result = json.loads((out / "eval.json").read_text())

@@ -1,9 +1,9 @@
 """Smoke test of experiments/reproduce/run.py: the whole sweep's plumbing on a tiny random model.
 
-~40 synthetic pairs in the paper's release format, 1 seed, 2 optimizer steps per stage, the
+~40 synthetic pairs in the paper's release format, 1 seed, 1 epoch per stage, the
 ``ref_margin`` signal only (the similarity signal needs the real generator), a handful of OOD
 pairs in raw HH-RLHF format and XSTest-style prompts. Checks that every planned run writes its
-record, that full-data schedules take the same number of steps, that the OOD overlap filter
+record, that a full-data run takes one epoch per stage and which schedules draw every pair, that the OOD overlap filter
 drops exactly the planted duplicate, that a re-run skips finished runs, and the report.
 """
 
@@ -20,6 +20,7 @@ import pytest
 from experiments.reproduce import report
 from experiments.reproduce import run as run_module
 from sc_data.errors import ConfigError
+from sc_data.train.curriculum import MULTI_STAGE
 
 CONFIG = Path(run_module.__file__).with_name("config.yaml")
 
@@ -59,7 +60,7 @@ def _argv(root: Path, inputs: dict[str, Path], model: Path) -> list[str]:
     sets = {
         "seeds": "[0]", "score.model": str(model), "score.signals": "[ref_margin]", "main_signal": "ref_margin", "device": "cpu",
         "data.train_pool": 40, "data.ood_pairs": 5, "data.xstest_prompts": 3,
-        "train.steps_per_stage": 2, "train.effective_batch": 4, "train.micro_batch": 4, "train.lr": 1e-3,
+        "train.epochs_per_stage": 1, "train.effective_batch": 4, "train.micro_batch": 4, "train.lr": 1e-3,
         "train.max_length": 64, "train.max_prompt_length": 32, "eval.batch_size": 8, "eval.xstest_max_new_tokens": 4,
     }
     argv = ["--paper-data", str(inputs["paper"]), "--ood-data", str(inputs["ood"]), "--xstest", str(inputs["xstest"]),
@@ -92,14 +93,17 @@ class TestReading:
 
 class TestPlan:
     def test_runs_and_equal_steps(self):
+        from sc_data.train.curriculum import build_stages
+
         cfg = run_module.experiment_config(CONFIG, [])
         names = [r.name for r in run_module.plan_runs(cfg)]
         assert len(names) == 9 * len(cfg.seeds) and len(set(names)) == len(names) and cfg.seeds == [0, 1, 2]
+        tiers = [k for k in range(3) for _ in range(80)]
         for schedule in run_module.SCHEDULES:
-            spec = run_module.RunSpec(schedule, "similarity", 1.0, 0)
-            epochs, cap = run_module._epochs_and_cap(cfg, spec, [80, 80, 80])
-            per_stage = [math.ceil(n / 8) for n in ([80, 80, 80] if schedule in run_module.MULTI_STAGE else [240])]
-            assert sum(min(cap, math.ceil(epochs * p)) for p in per_stage) == 15
+            c = run_module.train_config(cfg, run_module.RunSpec(schedule, "similarity", 1.0, 0)).curriculum
+            stages = build_stages(schedule, tiers=tiers, difficulty=list(range(240)), ids=[str(i) for i in range(240)],
+                                  effective_batch=8, epochs_per_stage=c.epochs_per_stage, max_steps_per_stage=c.max_steps_per_stage)
+            assert sum(s.steps for s in stages) == 30  # every schedule: one epoch of 240 pairs in batches of 8
 
     def test_unknown_run_name_is_refused(self, tmp_path):
         with pytest.raises(SystemExit, match=r"--only names no planned run: \['nope'\]; see --list"):
@@ -123,8 +127,13 @@ def test_sweep_end_to_end(tiny_lm_dir, tmp_path):
     results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out" / "results").glob("*.json")}
     assert len(results) == 7  # 5 schedules + 2 budget runs; one signal, so no per-signal rows
     full = [r for r in results.values() if r["budget"] == 1.0]
-    assert {r["steps"] for r in full} == {6}
-    assert {r["stages"] for r in full if r["schedule"] in run_module.MULTI_STAGE} == {3}
+    for r in full:  # one epoch per stage in batches of 4
+        per_stage = r["tier_sizes"] if r["schedule"] in MULTI_STAGE else [r["train_rows"]]
+        assert r["steps"] == sum(math.ceil(n / 4) for n in per_stage)
+    seen = {r["schedule"]: r["pairs_seen"] / r["train_rows"] for r in full}
+    assert seen["shuffled"] == seen["sequential"] == seen["curri_dpo"] == 1.0  # one epoch draws every pair
+    assert seen["staged_competence"] < 1.0 and seen["sqrt_pacing"] < 1.0  # competence sampling, with replacement
+    assert {r["stages"] for r in full if r["schedule"] in MULTI_STAGE} == {3}
     for r in results.values():
         assert r["eval"]["n"] == prep["split"]["splits"]["eval"] and r["ood"]["n"] == 5
         assert 0.0 <= r["eval"]["accuracy"] <= 1.0 and r["xstest"]["n"] == 3
@@ -135,14 +144,16 @@ def test_sweep_end_to_end(tiny_lm_dir, tmp_path):
     assert all(r["train_rows"] < full[0]["train_rows"] for r in budget)
 
     report = (tmp_path / "out" / "RESULTS.md").read_text()
-    assert "| staged_competence (ref_margin, 100 % data) | 1 | 6 |" in report
+    sc, sh = ({r["schedule"]: r for r in full}[k] for k in ("staged_competence", "shuffled"))
+    assert f"| staged_competence (ref_margin, budget 100 %) | 1 | {sc['steps']} | {round(100 * sc['pairs_seen'] / sc['train_rows'])} % |" in report
+    assert f"| shuffled (ref_margin, budget 100 %) | 1 | {sh['steps']} | 100 % |" in report
     assert "Paired differences per seed" in report and "## The full run on a GPU" in report
     assert "XSTest over-refusal: strings / judge" in report and "- ran on a test machine" in report
     assert "Stage 0's reference log-probs: stored in 7 run(s)" in report
     by = {(r["schedule"], r["budget"]): r for r in results.values()}
     d_eval = by[("sequential", 1.0)]["eval"]["accuracy"] - by[("shuffled", 1.0)]["eval"]["accuracy"]
     d_ood = by[("sequential", 1.0)]["ood"]["accuracy"] - by[("shuffled", 1.0)]["ood"]["accuracy"]
-    assert f"| sequential (ref_margin, 100 % data) | s0 {d_eval:+.3f} | s0 {d_ood:+.3f} |" in report
+    assert f"| sequential (ref_margin, budget 100 %) | s0 {d_eval:+.3f} | s0 {d_ood:+.3f} |" in report
     assert (tmp_path / "out" / "margin_by_step.png").stat().st_size > 0
     assert (tmp_path / "out" / "accuracy_by_tier.png").stat().st_size > 0
 

@@ -37,7 +37,19 @@ def fmt(values: list[float], digits: int = 3) -> str:
 
 
 def group_name(schedule: str, signal: str, budget: float) -> str:
-    return f"{schedule} ({signal}, {round(budget * 100)} % data)"
+    """A run group's label: the budget is the share of training pairs staged, not the share a run drew."""
+    return f"{schedule} ({signal}, budget {round(budget * 100)} %)"
+
+
+def seen_fractions(rs: list[dict[str, Any]]) -> list[float]:
+    """Per run: distinct training pairs drawn at least once / training pairs staged."""
+    return [r["pairs_seen"] / r["train_rows"] for r in rs]
+
+
+def fmt_percent(values: list[float]) -> str:
+    """``63 %``, or ``58–66 %`` when the seeds differ."""
+    lo, hi = round(100 * min(values)), round(100 * max(values))
+    return f"{lo} %" if lo == hi else f"{lo}–{hi} %"
 
 
 def groups_of(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -90,7 +102,7 @@ def table_rows(groups: dict[str, list[dict[str, Any]]]) -> list[list[str]]:
         tiers = sorted(rs[0]["eval_by_tier"])
         judged = [v for r in rs for v in _judged(r)]
         rows.append([
-            name, str(len(rs)), str(rs[0]["steps"]),
+            name, str(len(rs)), str(rs[0]["steps"]), fmt_percent(seen_fractions(rs)),
             fmt([r["eval"]["accuracy"] for r in rs]), fmt([r["eval"]["margin_separation"] for r in rs], 2),
             fmt([r["ood"]["accuracy"] for r in rs]), fmt([r["ood"]["margin_separation"] for r in rs], 2),
             " / ".join(fmt([r["eval_by_tier"][t]["accuracy"] for r in rs if r["eval_by_tier"][t].get("accuracy") is not None], 2) for t in tiers),
@@ -211,6 +223,8 @@ def reading(results: list[dict[str, Any]], deltas: list[list[float]], ses: dict[
                 cells.append({"split": split, "mean": float(d.mean()), "bound": bound, "verdict": verdict(d, bound, "better", "worse")})
             out["budget"].append({"schedule": schedule, "cells": cells})
     out["budget_pct"] = pct
+    out["seen"] = [(name, fmt_percent(seen_fractions(rs))) for name, rs in groups.items()]
+    out["all_seen"] = [name for name, rs in groups.items() if min(seen_fractions(rs)) == 1.0]
     out["n_eval"] = round(0.25 / ses["eval"] ** 2)
     out["small"] = len(cfg.seeds) < 3 or out["n_eval"] < 300
     return out
@@ -321,6 +335,7 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
     context = {
         "cfg": cfg, "info": info, "pi0": pi0, "pi0_free": pi0_free, "n": n, "se": ses,
         "date": dt.date.today().isoformat(), "rows": table_rows(groups), "deltas": deltas,
+        "full_steps": max((r["steps"] for r in results if r["budget"] == 1.0), default=0),
         "delta_mean": delta_array.mean(0).tolist() if len(deltas) > 1 else None,
         "delta_std": delta_array.std(0, ddof=1).tolist() if len(deltas) > 1 else None,
         "vs_shuffled": vs_shuffled_rows(groups, group_name("shuffled", cfg.main_signal, 1.0)),

@@ -13,8 +13,10 @@ in ``prep.json`` and, if interrupted, resumes (scored parts are kept):
 4. ingest the OOD pairs (HH harmless-base test), drop those whose first user turn occurs among
    the paper's prompts, draw ``data.ood_pairs``; draw ``data.xstest_prompts`` safe XSTest prompts;
 5. π₀'s log-probs on eval and OOD pairs and its XSTest over-refusal, once;
-6. train every run (five schedules with the same optimizer steps, shuffled and staged_competence
-   at a 75 % budget, staged_competence per difficulty signal) over the seeds, evaluate, and write
+6. train every run (five schedules with the same epochs per stage, so the same optimizer steps
+   when the tiers are equal; shuffled and staged_competence at a 75 % budget, which keep the
+   epochs and so take fewer steps; staged_competence per difficulty signal) over the seeds,
+   evaluate, record how many distinct training pairs each run drew, and write
    ``--out/results/<run>.json``; a finished run is skipped on re-runs;
 7. write ``--out/RESULTS.md`` (``report.py`` and its template) and the plots from every result found.
 
@@ -28,7 +30,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import shutil
 import sys
 import time
@@ -44,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sc_data.config import load_config, parse_assignments
 from sc_data.errors import config_error
 from sc_data.io import write_json
-from sc_data.train.curriculum import MULTI_STAGE, SCHEDULES
+from sc_data.train.curriculum import SCHEDULES
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent.parent / "shared" / "data"
@@ -84,7 +85,9 @@ class StageSection(_Section):
 
 
 class TrainSection(_Section):
-    steps_per_stage: int = Field(5, ge=1, description="Optimizer steps per tier; single-stage schedules get tiers × this.")
+    epochs_per_stage: float = Field(
+        1.0, ge=1.0, description="Passes over each stage (≥ 1, so shuffled, sequential and curri_dpo draw every training pair).",
+    )
     effective_batch: int = Field(8, ge=1)
     micro_batch: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -97,6 +100,7 @@ class TrainSection(_Section):
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
     max_length: int = Field(128, ge=8)
     max_prompt_length: int = Field(64, ge=4)
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward (saves memory, costs time).")
 
 
 class EvalSection(_Section):
@@ -303,30 +307,16 @@ class _LogProbs:
 
 
 # ---------------------------------------------------------------------------- one run
-def _epochs_and_cap(cfg: ExperimentConfig, spec: RunSpec, full_tier_sizes: list[int]) -> tuple[float, int | None]:
-    """Epochs per stage (and step cap) so full-data runs all take tiers × steps_per_stage steps.
-
-    Budget runs keep the epochs of their full-data twin, so they take ~budget × the steps (the
-    paper's "75 % of the data" is fewer pairs at the same number of epochs).
-    """
-    b, sps, k = cfg.train.effective_batch, cfg.train.steps_per_stage, len(full_tier_sizes)
-    if spec.schedule in MULTI_STAGE:
-        epochs, cap = sps / min(math.ceil(n / b) for n in full_tier_sizes), sps
-    else:
-        epochs, cap = k * sps / math.ceil(sum(full_tier_sizes) / b), k * sps
-    return epochs, (cap if spec.budget == 1.0 else None)
-
-
-def train_config(cfg: ExperimentConfig, spec: RunSpec, epochs: float, cap: int | None) -> Any:
+def train_config(cfg: ExperimentConfig, spec: RunSpec) -> Any:
     from sc_data.train.config import TrainConfig
 
     t = cfg.train
     return TrainConfig.from_dict({
         "seed": spec.seed,
-        "model": {"name": cfg.score.model, "device": cfg.device},
+        "model": {"name": cfg.score.model, "device": cfg.device, "gradient_checkpointing": t.gradient_checkpointing},
         "lora": {"enabled": t.lora, "r": t.lora_r, "alpha": t.lora_alpha, "target_modules": t.lora_targets},
         "loss": {"type": "sigmoid", "beta": t.beta},
-        "curriculum": {"schedule": spec.schedule, "epochs_per_stage": epochs, "max_steps_per_stage": cap},
+        "curriculum": {"schedule": spec.schedule, "epochs_per_stage": t.epochs_per_stage},
         "optim": {"lr": t.lr, "lr_schedule": t.lr_schedule, "warmup_ratio": t.warmup_ratio, "micro_batch": t.micro_batch,
                   "effective_batch": t.effective_batch},
         "data": {"max_length": t.max_length, "max_prompt_length": t.max_prompt_length},
@@ -340,13 +330,11 @@ def run_one(cfg: ExperimentConfig, spec: RunSpec, work: Path, info: dict[str, An
     from sc_data.train.evaluate import eval_tiers, preference_metrics
     from sc_data.train.trainer import train
 
-    full = info["variants"].get(f"{spec.signal}-b100", info["variants"][spec.variant])
     sizes = list(info["variants"][spec.variant]["tiers"].values())
-    epochs, cap = _epochs_and_cap(cfg, spec, list(full["tiers"].values()))
     run_dir = work / "runs" / spec.name
     shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run restarts from scratch (no stage checkpoints kept)
     t0 = time.time()
-    result = train(work / "staged" / spec.variant, run_dir, train_config(cfg, spec, epochs, cap))
+    result = train(work / "staged" / spec.variant, run_dir, train_config(cfg, spec))
     train_s = time.time() - t0
     measured, pi0 = measure_model(cfg, str(result.final_dir), work, info), info["pi0"]
     split = read_staged(work / "staged" / "split")
@@ -359,7 +347,8 @@ def run_one(cfg: ExperimentConfig, spec: RunSpec, work: Path, info: dict[str, An
     run_info = json.loads((run_dir / "run_info.json").read_text("utf-8")) if (run_dir / "run_info.json").is_file() else {}
     record = {
         "name": spec.name, "schedule": spec.schedule, "signal": spec.signal, "budget": spec.budget, "seed": spec.seed,
-        "train_rows": sum(sizes), "tier_sizes": sizes, "epochs_per_stage": epochs, "steps": result.global_step, "stages": result.stages,
+        "train_rows": sum(sizes), "tier_sizes": sizes, "epochs_per_stage": cfg.train.epochs_per_stage, "steps": result.global_step,
+        "stages": result.stages, "pairs_seen": metrics[-1]["pairs_seen"],
         "eval": on_eval["overall"], "eval_by_tier": on_eval["by_tier"], "ood": on_ood["overall"],
         "xstest": {k: v for k, v in measured["xstest"].items() if k not in ("refused", "refused_judge")},
         "stage0_reference": run_info.get("stage0_reference"),

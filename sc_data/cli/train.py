@@ -25,15 +25,16 @@ from sc_data.train.config import TrainConfig
 
 FLAGS = ConfigFlags(
     TrainConfig,
-    model="model.name", device="model.device", dtype="model.dtype", seed="seed",
+    preset="preset", model="model.name", device="model.device", dtype="model.dtype", seed="seed",
+    gradient_checkpointing="model.gradient_checkpointing", attn_implementation="model.attn_implementation",
     schedule="curriculum.schedule", max_steps_per_stage="curriculum.max_steps_per_stage",
     epochs_per_stage="curriculum.epochs_per_stage", competence="curriculum.competence",
     horizon="curriculum.horizon", ref_update="curriculum.ref_update",
     loss="loss.type", beta="loss.beta", label_smoothing="loss.label_smoothing", sft_weight="loss.sft_weight",
     lora="lora.enabled", lora_r="lora.r", lora_alpha="lora.alpha", lora_dropout="lora.dropout",
     lr="optim.lr", lr_schedule="optim.lr_schedule", warmup_ratio="optim.warmup_ratio",
-    effective_batch="optim.effective_batch", micro_batch="optim.micro_batch",
-    max_length="data.max_length", max_prompt_length="data.max_prompt_length",
+    effective_batch="optim.effective_batch", micro_batch="optim.micro_batch", grad_accum="optim.grad_accum",
+    max_length="data.max_length", max_prompt_length="data.max_prompt_length", template="data.template",
     cat_dpo="cat_dpo.enabled", checkpoint_every="checkpoint.every",
 )
 Schedule = FLAGS.choices("schedule")
@@ -42,6 +43,9 @@ RefUpdate = FLAGS.choices("ref_update")
 Loss = FLAGS.choices("loss")
 LrSchedule = FLAGS.choices("lr_schedule")
 DType = FLAGS.choices("dtype")
+Preset = FLAGS.choices("preset")
+Attention = FLAGS.choices("attn_implementation")
+Template = FLAGS.choices("template")
 
 
 @handle_errors
@@ -49,6 +53,7 @@ def train_command(
     data: Annotated[str, typer.Argument(help="Staged dataset folder (from `sc-data stage`) or Hub dataset ORG/NAME[@REV].")],
     output: OutputDir,
     model: Annotated[str | None, FLAGS.option("model", "--model", "-m")] = None,
+    preset: Annotated[Preset | None, FLAGS.option("preset")] = None,
     schedule: Annotated[Schedule | None, FLAGS.option("schedule")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in the output folder.")] = False,
     max_steps_per_stage: Annotated[int | None, FLAGS.option("max_steps_per_stage")] = None,
@@ -69,12 +74,18 @@ def train_command(
     warmup_ratio: Annotated[float | None, FLAGS.option("warmup_ratio")] = None,
     effective_batch: Annotated[int | None, FLAGS.option("effective_batch")] = None,
     micro_batch: Annotated[int | None, FLAGS.option("micro_batch")] = None,
+    grad_accum: Annotated[int | None, FLAGS.option("grad_accum")] = None,
     max_length: Annotated[int | None, FLAGS.option("max_length")] = None,
     max_prompt_length: Annotated[int | None, FLAGS.option("max_prompt_length")] = None,
+    template: Annotated[Template | None, FLAGS.option("template")] = None,
     cat_dpo: Annotated[bool | None, FLAGS.option("cat_dpo", "--cat-dpo/--no-cat-dpo")] = None,
     checkpoint_every: Annotated[int | None, FLAGS.option("checkpoint_every")] = None,
     device: Annotated[str | None, FLAGS.option("device")] = None,
     dtype: Annotated[DType | None, FLAGS.option("dtype")] = None,
+    gradient_checkpointing: Annotated[
+        bool | None, FLAGS.option("gradient_checkpointing", "--gradient-checkpointing/--no-gradient-checkpointing")
+    ] = None,
+    attn_implementation: Annotated[Attention | None, FLAGS.option("attn_implementation", "--attn")] = None,
     seed: Annotated[int | None, FLAGS.option("seed")] = None,
     config: ConfigFile = None,
     as_json: JsonFlag = False,
@@ -88,6 +99,10 @@ def train_command(
       sc-data train staged/ -o runs/base --schedule shuffled --max-steps-per-stage 20
 
       sc-data train staged/ -o runs/sc --config train.yaml --resume
+
+      sc-data train staged/ -o runs/paper --preset paper
+
+      accelerate launch --num_processes 8 $(which sc-data) train staged/ -o runs/sc
     """
     from sc_data.train.trainer import train
 

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
+#: Attention kernels the log-prob core supports (flash-attention-2 takes no custom mask).
+Attention = Literal["auto", "sdpa", "eager", "flex_attention"]
 
 CHATML_END = "<|im_end|>"
 CHATML_START = "<|im_start|>"
@@ -134,6 +136,17 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "mps" and not has_mps:
         raise ConfigError("device 'mps' was asked for but torch reports MPS unavailable; use --device cpu or auto")
     return torch.device(device)
+
+
+def resolve_attention(attention: str, device: torch.device) -> str:
+    """``auto`` → FlexAttention on CUDA (a block mask: no dense (T, T) mask, grouped-query K/V kept), sdpa elsewhere.
+
+    On the CPU FlexAttention runs an unfused reference path, so the dense SDPA mask is faster there.
+    """
+    _check_choice(attention, get_args(Attention), "attn_implementation")
+    if attention != "auto":
+        return attention
+    return "flex_attention" if device.type == "cuda" and importlib.util.find_spec("torch.nn.attention.flex_attention") else "sdpa"
 
 
 def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
@@ -340,7 +353,7 @@ def _materialise_gguf(ref: ModelRef, trust_remote_code: bool) -> Path:
 
 
 def _load_pretrained(
-    auto_cls: Any, ref: str, *, device: str, dtype: str, trust_remote_code: bool
+    auto_cls: Any, ref: str, *, device: str, dtype: str, trust_remote_code: bool, attn_implementation: str | None = None
 ) -> tuple[Any, Any, ModelRef]:
     from transformers import AutoTokenizer
 
@@ -351,8 +364,9 @@ def _load_pretrained(
     if model_ref.gguf_file is not None:
         folder = _materialise_gguf(model_ref, trust_remote_code)
     try:
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         model = auto_cls.from_pretrained(
-            folder, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+            folder, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code, **extra
         )
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except ValueError as e:
@@ -369,7 +383,12 @@ def _load_pretrained(
 
 
 def load_causal_lm(
-    ref: str, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
+    ref: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
 ) -> tuple[Any, Any, ModelRef]:
     """Load a causal LM and its tokenizer in eval mode.
 
@@ -378,6 +397,7 @@ def load_causal_lm(
         device: ``auto`` | ``cpu`` | ``cuda`` | ``mps``.
         dtype: ``auto`` (bf16 on CUDA, fp32 otherwise) | ``float32`` | ``bfloat16`` | ``float16``.
         trust_remote_code: run the model repository's own Python code (off by default).
+        attn_implementation: ``sdpa``, ``eager`` or ``flex_attention``; None is transformers' default.
 
     Returns:
         (model, tokenizer, ModelRef); the tokenizer's EOS/pad are fixed for ChatML GGUF models.
@@ -388,7 +408,10 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM
 
-    return _load_pretrained(AutoModelForCausalLM, ref, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    return _load_pretrained(
+        AutoModelForCausalLM, ref, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
+    )
 
 
 def load_sequence_classifier(

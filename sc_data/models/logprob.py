@@ -15,11 +15,15 @@ same code everywhere, or stored reference log-probs can't be reused and losses w
   mean is ``sum / len``.
 
 Fast path (:func:`pair_logprobs`): each pair is ONE packed sequence ``[prompt; chosen; rejected]``
-with a 4-D additive attention mask in which rejected cannot see chosen and rejected's positions
-restart at the prompt length. The prompt therefore runs once for both answers, and the LM head
-runs only on the positions that predict answer tokens. It is differentiable (the trainer
-backprops through it) and is checked against two plain forward passes per pair in float64 (the
-test suite's reference implementation).
+in which rejected cannot see chosen and rejected's positions restart at the prompt length. The
+prompt therefore runs once for both answers, and the LM head runs only on the positions that
+predict answer tokens, in chunks, so no batch × length × vocabulary logits are ever held. On the
+host a batch is only token ids, positions and a segment id per position (:class:`PackedPairs`);
+the attention mask is built on the model's device: a dense additive mask for ``eager`` / ``sdpa``
+attention, a FlexAttention block mask for ``flex_attention``. It is differentiable (the trainer
+backprops through it), works wrapped by DDP / FSDP (:class:`PairLogProbModel` is the module they
+wrap), and is checked against two plain forward passes per pair in float64 (the test suite's
+reference implementation).
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from sc_data.errors import ConfigError
 
@@ -41,6 +48,17 @@ FALLBACK_TEMPLATE = (
     "{{ message['role'] }}: {{ message['content'] }}{{ eos_token or '' }}\n"
     "{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+#: The Human/Assistant transcript the Staged-Competence reference code trains on (``data.template:
+#: hh``, preset ``paper``): ``\n\nHuman: ...\n\nAssistant: ...`` with the answer closed by EOS.
+HH_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}{{ '\n\nAssistant: ' + message['content'] + (eos_token or '') }}"
+    "{% elif message['role'] == 'user' %}{{ '\n\nHuman: ' + message['content'] }}"
+    "{% else %}{{ message['content'] }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '\n\nAssistant:' }}{% endif %}"
 )
 
 TRUNCATION_RULE = (
@@ -204,6 +222,16 @@ class PairTokenizer:
         }
 
 
+def forward_dtype(weights: torch.dtype, autocast: torch.dtype | None = None) -> str:
+    """How a forward ran: the weights' dtype and, under autocast, its dtype (``float32+autocast:bfloat16``).
+
+    Stored log-probs are reused only when this matches exactly: weights held in bf16 and fp32
+    weights under bf16 autocast round differently (autocast keeps norms and softmax in fp32).
+    """
+    name = str(weights).removeprefix("torch.")
+    return name if autocast is None else f"{name}+autocast:{str(autocast).removeprefix('torch.')}"
+
+
 @dataclass
 class PairLogProbs:
     """Summed answer log-probs of a batch of pairs.
@@ -229,7 +257,114 @@ class PairLogProbs:
         return self.rejected_sum / self.rejected_len.clamp(min=1)
 
 
-def _unwrap(model: Any) -> tuple[Any, Any]:
+#: Segment ids of a packed row: which part each position belongs to.
+PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
+#: Logits (tokens × vocabulary) per LM-head chunk: 8M fp32 values, 32 MiB, e.g. 256 tokens of a
+#: 32k vocabulary or 55 of Qwen2's 152k. Forward and backward hold a few chunks at once, never a batch's.
+HEAD_CHUNK_LOGITS = 8 * 2**20
+
+
+@dataclass
+class PackedPairs:
+    """A batch of pairs packed ``[prompt; chosen; rejected; padding]`` per row: what goes to the device.
+
+    Attributes:
+        input_ids: (B, T) token ids, padding filled with the pad id.
+        position_ids: (B, T); rejected's positions restart at the prompt length.
+        segment: (B, T) int8, :data:`PROMPT`, :data:`CHOSEN`, :data:`REJECTED` or :data:`PAD`.
+        predictor: (N,) flat index ``b * T + t`` of the hidden state that predicts each answer token.
+        labels: (N,) the answer tokens, in the order chosen_0, rejected_0, chosen_1, ...
+        owner: (N,) ``2 * b`` for a chosen token of row b, ``2 * b + 1`` for a rejected one.
+        lengths: (B, 2) answer token counts (chosen, rejected).
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    segment: torch.Tensor
+    predictor: torch.Tensor
+    labels: torch.Tensor
+    owner: torch.Tensor
+    lengths: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PackedPairs:
+        """The same batch on ``device`` (pinned host memory makes ``non_blocking`` copies asynchronous)."""
+        return PackedPairs(*(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)))
+
+    def pin_memory(self) -> PackedPairs:
+        return PackedPairs(*(getattr(self, f.name).pin_memory() for f in fields(self)))
+
+    @property
+    def tokens(self) -> int:
+        """Real (non-padding) tokens in the batch."""
+        return int((self.segment != PAD).sum())
+
+
+def pack_pairs(pairs: Sequence[TokenizedPair], *, pad_token_id: int | None = None) -> PackedPairs:
+    """Pack tokenised pairs for :func:`packed_logprobs` (host tensors; the mask is built on the device).
+
+    Raises:
+        ConfigError: no pair, or a pair with an empty prompt.
+    """
+    if not pairs:
+        raise ConfigError("pair_logprobs needs at least one pair; got an empty batch")
+    lens = np.asarray([(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)) for p in pairs], dtype=np.int64)
+    if (lens[:, 0] == 0).any():
+        raise ConfigError("every pair needs a non-empty prompt (the template's generation prompt at least)")
+    batch, width = len(pairs), int(lens.sum(axis=1).max())
+    ids = np.full((batch, width), pad_token_id or 0, dtype=np.int64)
+    pos = np.zeros((batch, width), dtype=np.int64)
+    seg = np.full((batch, width), PAD, dtype=np.int8)
+    predictor, labels, owner = [], [], []
+    for b, (pair, (lp, lc, lr)) in enumerate(zip(pairs, lens, strict=True)):
+        n = lp + lc + lr
+        ids[b, :n] = pair.prompt_ids + pair.chosen_ids + pair.rejected_ids
+        pos[b, : lp + lc] = np.arange(lp + lc)
+        pos[b, lp + lc : n] = np.arange(lp, lp + lr)
+        seg[b, :lp], seg[b, lp : lp + lc], seg[b, lp + lc : n] = PROMPT, CHOSEN, REJECTED
+        base = b * width
+        # The last prompt position predicts the first token of both answers.
+        predictor.append(base + lp - 1 + np.arange(lc))
+        predictor.append(base + np.concatenate([[lp - 1], lp + lc + np.arange(lr - 1)]) if lr else np.zeros(0, np.int64))
+        labels += pair.chosen_ids + pair.rejected_ids
+        owner.append(np.concatenate([np.full(lc, 2 * b), np.full(lr, 2 * b + 1)]))
+    return PackedPairs(
+        torch.from_numpy(ids), torch.from_numpy(pos), torch.from_numpy(seg),
+        torch.from_numpy(np.concatenate(predictor).astype(np.int64)), torch.tensor(labels, dtype=torch.long),
+        torch.from_numpy(np.concatenate(owner).astype(np.int64)), torch.from_numpy(lens[:, 1:].copy()),
+    )
+
+
+def _allowed(segment: torch.Tensor) -> torch.Tensor:
+    """(B, T, T) bool on ``segment``'s device: causal, rejected never sees chosen, nothing sees padding.
+
+    Padding queries see position 0 so their softmax stays finite (their outputs are never read).
+    """
+    width = segment.shape[1]
+    idx = torch.arange(width, device=segment.device)
+    q_seg, k_seg = segment[:, :, None], segment[:, None, :]  # (B, T, 1), (B, 1, T)
+    allowed = (idx[None, :, None] >= idx[None, None, :]) & (k_seg != PAD) & ~((q_seg == REJECTED) & (k_seg == CHOSEN))
+    return allowed | ((q_seg == PAD) & (idx[None, None, :] == 0))
+
+
+def dense_mask(segment: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, T, T) additive mask for ``eager`` / ``sdpa`` attention, built where ``segment`` lives."""
+    mask = torch.zeros((*segment.shape, segment.shape[1]), dtype=dtype, device=segment.device)
+    return mask.masked_fill_(~_allowed(segment), torch.finfo(dtype).min)[:, None]
+
+
+def block_mask(segment: torch.Tensor) -> Any:
+    """The same rule as a FlexAttention ``BlockMask`` (no (T, T) tensor at all on CUDA)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def rule(b: Any, h: Any, q: Any, k: Any) -> Any:
+        q_seg, k_seg = segment[b, q], segment[b, k]
+        return ((k <= q) & (k_seg != PAD) & ~((q_seg == REJECTED) & (k_seg == CHOSEN))) | ((q_seg == PAD) & (k == 0))
+
+    batch, width = segment.shape
+    return create_block_mask(rule, B=batch, H=None, Q_LEN=width, KV_LEN=width, device=segment.device)
+
+
+def _decoder_and_head(model: Any) -> tuple[Any, Any]:
     """(decoder body, LM head) of a causal LM, a PEFT wrapper around one included."""
     if hasattr(model, "get_base_model"):  # peft.PeftModel
         model = model.get_base_model()
@@ -241,23 +376,61 @@ def _logp_dtype(model: Any) -> torch.dtype:
     return torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
 
 
-def _answer_logps(hidden: torch.Tensor, head: Any, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    logits = head(hidden).to(dtype)  # (N, V)
-    return logits.gather(-1, labels[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (N,)
+def _chunk_logps(head: Any, hidden: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    logits = head(hidden).to(dtype)  # (n, V)
+    return logits.gather(-1, labels[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (n,)
+
+
+def answer_token_logps(head: Any, hidden: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """log p(label) at each selected hidden state, the LM head run over :data:`HEAD_CHUNK_LOGITS` at a time.
+
+    Under grad each chunk is checkpointed, so its (n, V) logits are recomputed in backward rather
+    than kept: peak memory is a few chunks' logits, not the batch's.
+    """
+    step = max(1, HEAD_CHUNK_LOGITS // head.weight.shape[0])
+    out = []
+    for start in range(0, len(labels), step):
+        h, y = hidden[start : start + step], labels[start : start + step]
+        if torch.is_grad_enabled() and h.requires_grad:
+            out.append(checkpoint(_chunk_logps, head, h, y, dtype, use_reentrant=False))
+        else:
+            out.append(_chunk_logps(head, h, y, dtype))
+    return torch.cat(out) if out else hidden.new_zeros(0, dtype=dtype)
+
+
+class PairLogProbModel(nn.Module):
+    """A causal LM seen as "packed pairs in, answer log-probs out": the module DDP / FSDP wrap.
+
+    Calling it (rather than the LM's own forward) is what lets a distributed wrapper see the
+    packed forward: the decoder body runs on the packed rows, the head only on answer positions.
+    """
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, packed: PackedPairs) -> PairLogProbs:
+        body, head = _decoder_and_head(self.lm)
+        param = next(self.lm.parameters())
+        impl = getattr(self.lm.config, "_attn_implementation", "sdpa")
+        mask = block_mask(packed.segment) if impl == "flex_attention" else dense_mask(packed.segment, param.dtype)
+        if torch.is_autocast_enabled(packed.input_ids.device.type) and impl != "flex_attention":
+            mask = mask.to(torch.get_autocast_dtype(packed.input_ids.device.type))
+        out = body(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, use_cache=False)
+        hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])  # (B*T, H)
+        token_logps = answer_token_logps(head, hidden[packed.predictor], packed.labels, _logp_dtype(self.lm))  # (N,)
+        batch = packed.lengths.shape[0]
+        sums = torch.zeros(2 * batch, dtype=token_logps.dtype, device=token_logps.device).index_add(0, packed.owner, token_logps)
+        return PairLogProbs(sums[0::2], sums[1::2], packed.lengths[:, 0], packed.lengths[:, 1])
 
 
 def pair_logprobs(model: Any, pairs: Sequence[TokenizedPair], *, pad_token_id: int | None = None) -> PairLogProbs:
     """Summed log-probs of both answers of every pair, each prompt run once (the fast path).
 
-    Row b of the batch is ``[prompt; chosen; rejected; padding]``. The additive 4-D mask is causal,
-    except that rejected tokens cannot see chosen tokens and nothing sees padding; rejected's
-    position ids restart at ``len(prompt)``, so rejected sees exactly what a separate
-    ``[prompt; rejected]`` pass would. The LM head runs only on the positions that predict an
-    answer token (the last prompt position predicts the first token of both answers).
-
-    Works for Llama-, Mistral- and Qwen2-style models with ``eager`` or ``sdpa`` attention (not
-    flash-attention-2, which takes no custom mask). Differentiable under grad; call it inside
-    ``torch.inference_mode()`` when scoring. Pass length-sorted batches to limit padding.
+    Works for Llama-, Mistral- and Qwen2-style models with ``eager``, ``sdpa`` or
+    ``flex_attention`` (not flash-attention-2, which takes no custom mask). Differentiable under
+    grad; call it inside ``torch.inference_mode()`` when scoring. Pass length-sorted batches to
+    limit padding.
 
     Args:
         model: a causal LM (or a PEFT wrapper of one).
@@ -267,45 +440,5 @@ def pair_logprobs(model: Any, pairs: Sequence[TokenizedPair], *, pad_token_id: i
     Returns:
         :class:`PairLogProbs` on the model's device.
     """
-    if not pairs:
-        raise ConfigError("pair_logprobs needs at least one pair; got an empty batch")
-    body, head = _unwrap(model)
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
-    lens = [(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)) for p in pairs]
-    if any(lp == 0 for lp, _, _ in lens):
-        raise ConfigError("every pair needs a non-empty prompt (the template's generation prompt at least)")
-    width = max(lp + lc + lr for lp, lc, lr in lens)
-    batch = len(pairs)
-    ids = torch.full((batch, width), pad_token_id or 0, dtype=torch.long)
-    pos = torch.zeros((batch, width), dtype=torch.long)
-    allowed = torch.zeros((batch, width, width), dtype=torch.bool)
-    causal = torch.ones((width, width), dtype=torch.bool).tril_()
-    hidden_idx: list[int] = []  # flat (row * width + position) of the states that predict each label
-    labels: list[int] = []
-    for b, (pair, (lp, lc, lr)) in enumerate(zip(pairs, lens, strict=True)):
-        n = lp + lc + lr
-        ids[b, :n] = torch.tensor(pair.prompt_ids + pair.chosen_ids + pair.rejected_ids)
-        pos[b, : lp + lc] = torch.arange(lp + lc)
-        pos[b, lp + lc : n] = torch.arange(lp, lp + lr)
-        allowed[b, :n, :n] = causal[:n, :n]
-        allowed[b, lp + lc : n, lp : lp + lc] = False  # rejected never sees chosen
-        allowed[b, n:, 0] = True  # padding queries attend somewhere so softmax stays finite
-        base = b * width
-        hidden_idx += [base + lp - 1 + j for j in range(lc)]
-        hidden_idx += [base + (lp - 1 if j == 0 else lp + lc + j - 1) for j in range(lr)]
-        labels += pair.chosen_ids + pair.rejected_ids
-    mask = torch.zeros((batch, 1, width, width), dtype=dtype)
-    mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)  # (B, 1, T, T) additive
-
-    out = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), use_cache=False)
-    hidden = out.last_hidden_state.reshape(batch * width, -1)  # (B*T, H)
-    sel = torch.tensor(hidden_idx, dtype=torch.long, device=device)
-    token_logps = _answer_logps(hidden[sel], head, torch.tensor(labels, device=device), _logp_dtype(model))
-
-    # Sum per answer: segment k covers one answer, in the order chosen_0, rejected_0, chosen_1, ...
-    seg_lens = torch.tensor([x for _, lc, lr in lens for x in (lc, lr)], device=device)
-    seg = torch.repeat_interleave(torch.arange(2 * batch, device=device), seg_lens)
-    sums = torch.zeros(2 * batch, dtype=token_logps.dtype, device=device).index_add(0, seg, token_logps)
-    seg_lens = seg_lens.to(torch.long)
-    return PairLogProbs(sums[0::2], sums[1::2], seg_lens[0::2], seg_lens[1::2])
+    packed = pack_pairs(pairs, pad_token_id=pad_token_id).to(next(model.parameters()).device)
+    return PairLogProbModel(model)(packed)

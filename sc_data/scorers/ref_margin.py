@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from sc_data.models.loading import Device, DType
+from sc_data.models.loading import Attention, Device, DType
 from sc_data.schema import score_column
 from sc_data.scorers.base import Batch, Direction, Scorer, ScorerOptions
 
@@ -40,6 +40,9 @@ class RefMarginScorer(Scorer):
         )
         device: Device = Field("auto", description="Where the model runs; auto = CUDA, then MPS, then CPU.")
         dtype: DType = Field("auto", description="Weights' dtype; auto = bf16 on CUDA, fp32 otherwise.")
+        attn_implementation: Attention = Field(
+            "auto", description="Attention kernel: auto = flex_attention on CUDA (a block mask), sdpa elsewhere.",
+        )
         batch_tokens: int = Field(
             8192, ge=1,
             description="Token budget of one forward pass (rows x longest packed row); rows are length-sorted.",
@@ -77,17 +80,19 @@ class RefMarginScorer(Scorer):
 
     def load(self) -> None:
         """Load the reference model in eval mode and build the pair tokenizer."""
-        from sc_data.models.loading import load_causal_lm
-        from sc_data.models.logprob import PairTokenizer, TruncationConfig
+        from sc_data.models.loading import load_causal_lm, resolve_attention, resolve_device
+        from sc_data.models.logprob import PairTokenizer, TruncationConfig, forward_dtype
 
         self.validate()
+        attention = resolve_attention(self.attn_implementation, resolve_device(self.device))
         model, tokenizer, ref = load_causal_lm(
-            self.model, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code
+            self.model, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
+            attn_implementation=attention,
         )
         model.requires_grad_(False)
         self._model, self._tokenizer, self._ref = model, tokenizer, ref
         self._pairs = PairTokenizer(tokenizer, truncation=TruncationConfig(self.max_length, self.max_prompt_length))
-        self._torch_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self._torch_dtype = forward_dtype(next(model.parameters()).dtype)
         self._torch_device = str(next(model.parameters()).device)
 
     def unload(self) -> None:

@@ -1,20 +1,24 @@
 """``score``: run scorers over a canonical pairs table, resumably and data-parallel.
 
 The runner reads the pairs Parquet, checks the wiring (scorer names, options, output-column
-clashes) before any model loads, then scores fixed row ranges and writes each range's score
-columns as its own part file in ``<output>.parts/`` the moment it is done (atomic rename). A
+clashes) before any model loads, then orders the rows by length (characters of prompt and
+answers) and scores consecutive runs of ``part_rows`` rows of that order: a scorer that batches
+by length then pads little, as if the whole input were sorted, while a part stays a small unit of
+work. Each part's score columns (and the row numbers it covers) are written as its own file in
+``<output>.parts/`` the moment it is done (atomic rename). A
 crash, Ctrl-C or SIGKILL loses at most the range in flight: ``resume=True`` skips the parts that
 exist and gives the same table as an uninterrupted run; ``state.json`` there holds the config hash,
 and resuming with another configuration is refused. The scorers' resolved configuration (model
 hashes, templates) is kept there too, so a resume with nothing left to score writes the same
-manifest without loading a model. When all parts exist they are merged, in order, into
+manifest without loading a model. When all parts exist they are merged back into input order into
 ``output`` together with a ``<output stem>.manifest.json``.
 
 A scorer that raises on a batch is retried row by row, so one bad row gets nulls and a message
 in ``<scorer>__error`` and never aborts the run or disappears.
 
-Under ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE`` > 1) rank r scores the contiguous
-slice ``[r*n//W, (r+1)*n//W)``; accelerate's process group makes ranks wait for each other and
+Under ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE`` > 1) rank r scores parts r, r+W, r+2W,
+... so every rank gets short and long rows alike; the parts do not depend on W, so a resume may
+use another number of processes. accelerate's process group makes ranks wait for each other and
 rank 0 merges.
 
 Example:
@@ -36,7 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sc_data.config import load_config
@@ -53,13 +59,15 @@ from sc_data.manifest import (
 from sc_data.schema import pair_schema, validate_table
 from sc_data.scorers.base import Batch, Scorer, available_scorers, get_scorer_class
 
-#: ``progress(rows_done, rows_total)`` for this process's slice.
+#: ``progress(rows_done, rows_total)`` over this process's parts.
 Progress = Callable[[int, int], None]
 
 STATE_FILE = "state.json"
 #: The loaded scorers' ``config()`` (model hashes, templates), for a manifest written without loading.
 SCORERS_FILE = "scorers.json"
 DEFAULT_PART_ROWS = 64
+#: The part files' column of input row numbers (scorer columns are ``<scorer>__<field>``, never this).
+ROW_COLUMN = "__row"
 _PART_RE = re.compile(r"^part-(\d{12})-(\d{12})\.parquet$")
 
 
@@ -145,11 +153,11 @@ def build_scorers(scorers: Sequence[str | Scorer], options: dict[str, dict[str, 
     return built
 
 
-def _config_hash(input_sha: str, scorers: list[Scorer], part_rows: int, world_size: int) -> str:
+def _config_hash(input_sha: str, scorers: list[Scorer], part_rows: int) -> str:
     payload = {
         "input_sha256": input_sha,
         "part_rows": part_rows,
-        "world_size": world_size,
+        "order": "length",
         "scorers": [
             {"name": s.name, "class": f"{type(s).__module__}.{type(s).__qualname__}", "options": s.options()}
             for s in scorers
@@ -215,7 +223,7 @@ class _Ranks:
             from accelerate import PartialState
             from accelerate.utils import parse_flag_from_env
 
-            # Scoring a slice can take hours; the default 30-minute collective timeout would kill it.
+            # Scoring a rank's parts can take hours; the default 30-minute collective timeout would kill it.
             # Without a GPU accelerate needs cpu=True to form a (gloo) group under torchrun.
             cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
             self._state = PartialState(cpu=cpu, timeout=dt.timedelta(hours=24))
@@ -226,8 +234,24 @@ class _Ranks:
         if self._state is not None:
             self._state.wait_for_everyone()
 
-    def slice(self, n: int) -> tuple[int, int]:
-        return self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size
+    def parts(self, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """This rank's parts: every W-th, so short and long rows are shared alike."""
+        return ranges[self.rank :: self.world_size]
+
+
+def length_order(table: pa.Table) -> np.ndarray:
+    """Row numbers sorted by the characters of prompt + chosen + rejected (stable: ties keep input order).
+
+    Characters stand in for tokens because the runner knows no tokenizer; runs of neighbours in this
+    order have similar token lengths, so a scorer's own length batching pads little.
+    """
+    n = table.num_rows
+    total = np.zeros(n, dtype=np.int64)
+    for name in ("prompt", "chosen", "rejected"):
+        column = table.column(name).combine_chunks()
+        chars = pc.utf8_length(pc.struct_field(pc.list_flatten(column), "content")).fill_null(0)
+        total += np.bincount(pc.list_parent_indices(column).to_numpy(), weights=chars.to_numpy(), minlength=n).astype(np.int64)
+    return np.argsort(total, kind="stable")
 
 
 def _part_name(start: int, end: int) -> str:
@@ -244,7 +268,7 @@ def _prepare_parts(folder: Path, state: dict[str, Any], resume: bool, ranks: _Ra
                 raise ConfigError(
                     f"can't resume: the parts in {str(folder)!r} were written with a different configuration "
                     f"(config hash {old.get('config_hash', '?')[:12]} vs {state['config_hash'][:12]}: input, "
-                    "scorers, options, part rows or number of processes changed). Rerun with the original "
+                    "scorers, options or part rows changed). Rerun with the original "
                     "settings, or without --resume to start over."
                 )
         elif folder.exists():
@@ -254,7 +278,8 @@ def _prepare_parts(folder: Path, state: dict[str, Any], resume: bool, ranks: _Ra
     ranks.wait()
 
 
-def _merge(table: pa.Table, folder: Path, scorers: list[Scorer]) -> pa.Table:
+def _merge(table: pa.Table, folder: Path, scorers: list[Scorer], order: np.ndarray) -> pa.Table:
+    """The parts, checked to tile the length order, put back in input order beside the input columns."""
     n = table.num_rows
     parts = sorted(
         (int(m.group(1)), int(m.group(2)), p)
@@ -271,6 +296,11 @@ def _merge(table: pa.Table, folder: Path, scorers: list[Scorer]) -> pa.Table:
     if expected != n:
         raise InputError(f"parts in {str(folder)!r} cover rows 0..{expected} of {n}; rerun with --resume")
     scores = pa.concat_tables(pieces) if pieces else None
+    if scores is not None:
+        rows = scores.column(ROW_COLUMN).to_numpy()
+        if not np.array_equal(rows, order):
+            raise InputError(f"parts in {str(folder)!r} do not hold the rows their names say; rerun without --resume")
+        scores = scores.drop_columns([ROW_COLUMN]).take(pa.array(np.argsort(rows)))
     for s in scorers:
         for col, typ in s.output_columns().items():
             values = scores.column(col) if scores is not None else pa.nulls(0, type=typ)
@@ -317,10 +347,11 @@ def _saved_configs(scorers: list[Scorer], folder: Path) -> dict[str, dict[str, A
     return {s.name: saved.get(s.name, s.config()) for s in scorers}
 
 
-def _score_slice(
-    table: pa.Table, scorers: list[Scorer], todo: list[tuple[int, int]], folder: Path, report: Callable[[int], None]
+def _score_parts(
+    table: pa.Table, order: np.ndarray, scorers: list[Scorer], todo: list[tuple[int, int]], folder: Path,
+    report: Callable[[int], None],
 ) -> dict[str, dict[str, Any]]:
-    """Load the scorers and score each range of ``todo`` into its part file; return the loaded configs.
+    """Load the scorers and score rows ``order[s:e]`` of each part of ``todo`` into its file; return the loaded configs.
 
     The configs are saved beside the parts, so a resume with nothing left to score (or a rank that
     had nothing to score) writes the same manifest without loading a model.
@@ -330,8 +361,9 @@ def _score_slice(
     configs = json.loads(json.dumps({s.name: s.config() for s in scorers}, default=str))
     write_json(configs, folder / SCORERS_FILE)
     for s, e in todo:
-        batch = table.slice(s, e - s).to_pydict()
-        columns: dict[str, pa.Array] = {}
+        rows = order[s:e]
+        batch = table.take(pa.array(rows)).to_pydict()
+        columns: dict[str, pa.Array] = {ROW_COLUMN: pa.array(rows, pa.int64())}
         for scorer in scorers:
             columns.update(_score_isolated(scorer, batch, e - s))
         write_parquet(pa.table(columns), folder / _part_name(s, e))
@@ -397,7 +429,7 @@ def score(
         overwrite: replace an existing ``output`` (only one an sc-data manifest lists).
         config_file: YAML ``{scorers: {name: {option: value}}}``; its scorers run when
             ``scorers`` is empty.
-        progress: called as ``progress(rows_done, rows_total)`` for this process's slice.
+        progress: called as ``progress(rows_done, rows_total)`` over this process's parts.
 
     Returns:
         :class:`ScoreResult`.
@@ -416,30 +448,32 @@ def score(
 
     ranks = _Ranks()
     input_sha = sha256_file(input_path)
-    config_hash = _config_hash(input_sha, built, part_rows, ranks.world_size)
+    config_hash = _config_hash(input_sha, built, part_rows)
     folder = parts_dir(output_path)
     state = {"config_hash": config_hash, "input_sha256": input_sha, "rows": table.num_rows, "world_size": ranks.world_size}
     _prepare_parts(folder, state, resume, ranks)
 
-    start, end = ranks.slice(table.num_rows)
-    ranges = [(s, min(s + part_rows, end)) for s in range(start, end, part_rows)]
-    todo = [(s, e) for s, e in ranges if not (folder / _part_name(s, e)).is_file()]
-    resumed = (end - start) - sum(e - s for s, e in todo)
+    n = table.num_rows
+    order = length_order(table)
+    mine = ranks.parts([(s, min(s + part_rows, n)) for s in range(0, n, part_rows)])
+    todo = [(s, e) for s, e in mine if not (folder / _part_name(s, e)).is_file()]
+    total = sum(e - s for s, e in mine)
+    resumed = total - sum(e - s for s, e in todo)
     done = [resumed]
 
     def report(rows: int) -> None:
         done[0] += rows
         if progress:
-            progress(done[0], end - start)
+            progress(done[0], total)
 
     report(0)
     try:
-        configs = _score_slice(table, built, todo, folder, report) if todo else None
+        configs = _score_parts(table, order, built, todo, folder, report) if todo else None
         ranks.wait()
         result = ScoreResult(output_path, manifest_path(output_path), table.num_rows, resumed_rows=resumed,
                              rank=ranks.rank, world_size=ranks.world_size)
         if ranks.rank == 0:
-            merged = _merge(table, folder, built)
+            merged = _merge(table, folder, built, order)
             result.errors = {s.name: merged.column(f"{s.name}__error").length() - merged.column(f"{s.name}__error").null_count
                              for s in built}
             write_parquet(merged, output_path)

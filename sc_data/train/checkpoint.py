@@ -1,20 +1,20 @@
-"""Atomic checkpoints with everything an exact resume needs.
+"""Atomic checkpoints with everything an exact resume needs, and no weight written twice.
 
-A checkpoint is a folder ``checkpoints/ckpt-{global_step:07d}`` holding ``weights.pt`` (policy;
-for LoRA the merged base plus adapter; the full-fine-tune reference copy), ``optimizer.pt``,
-``trainer_state.pt`` (scheduler, counters, Cat-DPO state, π₀ dev log-probs, RNG states) and
-``train_config.json``. It is written into a hidden temporary folder and renamed into place, so
-a killed run never leaves a half-written checkpoint under a final name. Samplers are stateless
-(the batch of a step is a function of seed, stage and step), so counters restore them exactly.
-
-A LoRA step checkpoint may leave out the frozen base (hundreds of MB) when it is unchanged since
-a stage-end checkpoint: ``base_ref.json`` then names that checkpoint and the keys taken from it.
-Stage-end checkpoints always hold full weights and are never pruned, so the reference stays valid.
+``checkpoints/ckpt-{global_step:07d}/`` holds what changes every step: ``trainable.pt`` (the LoRA
+adapter, or the full policy), ``optimizer.pt``, ``trainer_state.pt`` (scheduler, counters,
+reference log-prob cache, rows seen, Cat-DPO state, π₀ dev log-probs, RNG states) and
+``train_config.json``. What changes only when the reference moves — the LoRA-adapted base weights
+(the only ones a merge touches) with their fp32 master, or the full fine-tune's reference copy — is
+written once per reference generation to
+``checkpoints/reference-g{generation:04d}/reference.pt`` and named by the checkpoints that build on
+it (generation 0 is the model the run started from, reloaded, never copied). Every folder is
+written beside its final name and renamed into place, so a killed run never leaves half a
+checkpoint. ``keep`` bounds the checkpoints (step and stage-end alike); a reference generation no
+kept checkpoint names is removed with them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -29,8 +29,8 @@ from sc_data.errors import InputError
 from sc_data.io import temp_dir_beside, write_json
 
 CKPT_RE = re.compile(r"^ckpt-(\d{7})$")
+REFERENCE_RE = re.compile(r"^reference-g(\d{4})$")
 STAGE_END_MARK = "STAGE_END"
-BASE_REF = "base_ref.json"
 
 
 def checkpoint_dir(output: Path) -> Path:
@@ -39,6 +39,10 @@ def checkpoint_dir(output: Path) -> Path:
 
 def checkpoint_name(global_step: int) -> str:
     return f"ckpt-{global_step:07d}"
+
+
+def reference_name(generation: int) -> str:
+    return f"reference-g{generation:04d}"
 
 
 def rng_states() -> dict[str, Any]:
@@ -60,58 +64,74 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(
-    output: Path,
-    global_step: int,
-    *,
-    weights: dict[str, Any],
-    optimizer: dict[str, Any],
-    trainer_state: dict[str, Any],
-    config: dict[str, Any],
-    keep: int,
-    stage_end: bool,
-    base_from: str | None = None,
-    base_keys: frozenset[str] = frozenset(),
-) -> Path:
-    """Write checkpoint ``global_step`` atomically and prune old step (not stage-end) checkpoints.
-
-    Args:
-        base_from: name of a stage-end checkpoint in the same folder whose ``policy`` entries
-            ``base_keys`` equal the current ones (LoRA: the frozen base); they are referenced
-            instead of written again. Ignored for stage-end checkpoints, which stay self-contained.
-        base_keys: the policy state-dict keys ``base_from`` provides.
-    """
-    root = checkpoint_dir(output)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / checkpoint_name(global_step)
+def _atomic_folder(final: Path, files: dict[str, Any]) -> None:
     tmp = temp_dir_beside(final)
     try:
-        if base_from is not None and base_keys and not stage_end:
-            weights = {**weights, "policy": {k: v for k, v in weights["policy"].items() if k not in base_keys}}
-            write_json({"checkpoint": base_from, "keys": sorted(base_keys)}, tmp / BASE_REF)
-        torch.save(weights, tmp / "weights.pt")
-        torch.save(optimizer, tmp / "optimizer.pt")
-        torch.save({**trainer_state, "rng": rng_states(), "stage_end": stage_end}, tmp / "trainer_state.pt")
-        write_json(config, tmp / "train_config.json")
-        if stage_end:
-            (tmp / STAGE_END_MARK).touch()
+        for name, content in files.items():
+            if name.endswith(".json"):
+                write_json(content, tmp / name)
+            elif content is None:
+                (tmp / name).touch()
+            else:
+                torch.save(content, tmp / name)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def save_reference(output: Path, generation: int, state: dict[str, torch.Tensor]) -> None:
+    """Write reference generation ``generation`` once (a no-op when it is already on disk)."""
+    final = checkpoint_dir(output) / reference_name(generation)
+    if generation > 0 and not (final / "reference.pt").is_file():
+        _atomic_folder(final, {"reference.pt": state})
+
+
+def save_checkpoint(
+    output: Path,
+    global_step: int,
+    *,
+    trainable: dict[str, torch.Tensor],
+    optimizer: dict[str, Any],
+    trainer_state: dict[str, Any],
+    config: dict[str, Any],
+    keep: int,
+    stage_end: bool,
+) -> Path:
+    """Write checkpoint ``global_step`` atomically, then prune to the newest ``keep``.
+
+    ``trainer_state["reference_generation"]`` names the reference it builds on (saved beforehand
+    with :func:`save_reference`).
+    """
+    root = checkpoint_dir(output)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(global_step)
+    files: dict[str, Any] = {
+        "trainable.pt": trainable,
+        "optimizer.pt": optimizer,
+        "trainer_state.pt": {**trainer_state, "rng": rng_states(), "stage_end": stage_end},
+        "train_config.json": config,
+    }
+    if stage_end:
+        files[STAGE_END_MARK] = None
+    _atomic_folder(final, files)
     _prune(root, keep)
     return final
 
 
 def _prune(root: Path, keep: int) -> None:
-    step_ckpts = []
-    for path in sorted(root.iterdir()):
-        if CKPT_RE.match(path.name) and not (path / STAGE_END_MARK).exists():
-            step_ckpts.append(path)
-    for path in step_ckpts[:-keep]:
+    ckpts = sorted(p for p in root.iterdir() if CKPT_RE.match(p.name))
+    for path in ckpts[:-keep]:
         shutil.rmtree(path)
+    used = {
+        torch.load(p / "trainer_state.pt", map_location="cpu", weights_only=True)["reference_generation"] for p in ckpts[-keep:]
+    }
+    for path in root.iterdir():
+        match = REFERENCE_RE.match(path.name)
+        if match and int(match.group(1)) not in used:
+            shutil.rmtree(path)
 
 
 def latest_checkpoint(output: Path) -> Path | None:
@@ -123,38 +143,26 @@ def latest_checkpoint(output: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def base_source(path: Path) -> str | None:
-    """The stage-end checkpoint holding the base this checkpoint's weights build on, if any.
-
-    That is the checkpoint itself at a stage end, the one ``base_ref.json`` names for a step
-    checkpoint that references it, and None for a self-contained step checkpoint.
-    """
-    if (path / STAGE_END_MARK).exists():
-        return path.name
-    if (path / BASE_REF).is_file():
-        return json.loads((path / BASE_REF).read_text("utf-8"))["checkpoint"]
-    return None
-
-
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Weights (a referenced base filled in), optimizer and trainer state of one checkpoint (on CPU).
+    """Trainable weights, optimizer, trainer state and (generation > 0) the reference state, on CPU.
 
     Raises:
-        InputError: the checkpoint references a base checkpoint that is missing.
+        InputError: the reference generation the checkpoint builds on is missing.
     """
-    weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-    if (path / BASE_REF).is_file():
-        ref = json.loads((path / BASE_REF).read_text("utf-8"))
-        source = path.parent / ref["checkpoint"] / "weights.pt"
+    state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
+    generation = state["reference_generation"]
+    reference = None
+    if generation > 0:
+        source = path.parent / reference_name(generation) / "reference.pt"
         if not source.is_file():
             raise InputError(
-                f"checkpoint {str(path)!r} takes its base weights from {str(source)!r}, which is missing; "
-                "restore that stage-end checkpoint or resume from an earlier one"
+                f"checkpoint {str(path)!r} builds on reference generation {generation}, but {str(source)!r} is missing; "
+                "restore it or start the run over"
             )
-        base = torch.load(source, map_location="cpu", weights_only=True)["policy"]
-        weights["policy"] = {**{k: base[k] for k in ref["keys"]}, **weights["policy"]}
+        reference = torch.load(source, map_location="cpu", weights_only=True)
     return {
-        "weights": weights,
+        "trainable": torch.load(path / "trainable.pt", map_location="cpu", weights_only=True),
         "optimizer": torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True),
-        "trainer_state": torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True),
+        "trainer_state": state,
+        "reference": reference,
     }

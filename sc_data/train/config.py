@@ -8,11 +8,13 @@ q_proj,v_proj; lr 5e-5; effective batch 32; max length 1024, prompt ≤ 512; 5 e
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sc_data.errors import ConfigError, config_error
+from sc_data.models.loading import Attention
 from sc_data.train.curriculum import CompetenceKind, Schedule
 
 #: The preference losses of :mod:`sc_data.train.losses` (one class each, registered there by this name).
@@ -27,11 +29,30 @@ class ModelConfig(_Section):
     """Which model to train and how it is held in memory."""
 
     name: str = Field("smollm2-135m-instruct", description="Model reference: hub id, local folder, GGUF file or builtin alias.")
-    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.")
+    device: str = Field(
+        "auto",
+        description="'auto' (the GPU accelerate assigns, else CPU), 'cpu', 'cuda', 'cuda:N' (one process) or 'mps'.",
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Compute dtype: trainable weights stay fp32; 'bfloat16' (auto on GPU) means bf16 autocast and a bf16 frozen reference."
+        "auto",
+        description="Compute dtype: 'bfloat16' (auto on GPU) runs bf16 autocast through accelerate with fp32 trainable "
+        "weights and reference master; a LoRA base is held in bf16.",
+    )
+    attn_implementation: Attention = Field(
+        "auto",
+        description="Attention kernel: auto is flex_attention on CUDA (a block mask, no dense (T, T) mask), sdpa elsewhere.",
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in backward instead of keeping them (TRL's default: on)."
     )
     trust_remote_code: bool = Field(False, description="Run the model repository's own code (only for models you trust).")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", value):
+            return value
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; got {value!r}")
 
 
 class LoraConfig(_Section):
@@ -68,6 +89,11 @@ class CurriculumConfig(_Section):
     schedule: Schedule = Field("staged_competence", description="Curriculum schedule (the Staged-Competence paper's comparison).")
     epochs_per_stage: float = Field(5.0, gt=0, description="Passes over each stage (paper: 5).")
     competence: CompetenceKind = Field("sqrt", description="Competence function: sqrt (Platanios et al. 2019) or linear.")
+    competence_step: Literal["current", "zero_based"] = Field(
+        "current",
+        description="t in c(t): the step being taken (current: the last step reaches c = 1) or its 0-based index "
+        "(zero_based: the reference code's, preset paper).",
+    )
     c0: float = Field(0.01, gt=0, le=1, description="Initial competence c(0).")
     horizon: float = Field(1.0, gt=0, description="Competence horizon as a fraction of the stage's steps (c = 1 at T).")
     max_steps_per_stage: int | None = Field(None, gt=0, description="Cap on optimizer steps per stage (demos, tests).")
@@ -96,7 +122,18 @@ class DataConfig(_Section):
 
     max_length: int = Field(1024, gt=0, description="Prompt + answer tokens (paper: 1024).")
     max_prompt_length: int = Field(512, gt=0, description="Prompt tokens, left-truncated (paper: 512).")
-    reuse_ref_logps: bool = Field(True, description="Stage 0 reuses stored ref_margin log-probs when model, tokenizer and truncation match.")
+    template: Literal["chat", "hh"] = Field(
+        "chat",
+        description="How a conversation becomes text: the tokenizer's chat template, or hh (the reference code's "
+        "'\\n\\nHuman: ...\\n\\nAssistant: ...' transcript, preset paper).",
+    )
+    reuse_ref_logps: bool = Field(
+        True, description="Stage 0 reuses the stored ref_margin log-probs when model, template, truncation and forward dtype match."
+    )
+    reuse_check_rows: int = Field(32, gt=0, description="Rows a live reference pass checks the stored log-probs on (all if fewer).")
+    reuse_tolerance: float = Field(
+        0.05, gt=0, description="Largest difference, in nats of a summed answer log-prob, at which stored log-probs are reused."
+    )
 
 
 class CatDPOConfig(_Section):
@@ -115,13 +152,28 @@ class CheckpointConfig(_Section):
     """Checkpoints (at stage ends and every N steps)."""
 
     every: int | None = Field(None, gt=0, description="Also checkpoint every N optimizer steps.")
-    keep: int = Field(2, gt=0, description="Step checkpoints kept (stage-end checkpoints are all kept).")
+    keep: int = Field(2, gt=0, description="Checkpoints kept (step and stage-end alike; the newest are kept).")
     stage_ends: bool = Field(True, description="Checkpoint at every stage end (off only for smoke tests: no resume across stages).")
+
+
+#: Bundles of settings; a preset fills only the keys the configuration does not set itself.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "none": {},
+    # The Staged-Competence reference code's choices where they differ from ours (README, "Presets").
+    "paper": {
+        "curriculum": {"competence_step": "zero_based"},
+        "optim": {"lr_schedule": "linear", "warmup_ratio": 0.0},
+        "data": {"template": "hh"},
+    },
+}
 
 
 class TrainConfig(_Section):
     """Everything one training run needs; composed from the sections above."""
 
+    preset: Literal["none", "paper"] = Field(
+        "none", description="Start from a bundle of settings (paper: the reference code's); explicit keys win."
+    )
     seed: int = Field(0, description="Seed of every random choice; same seed, same run.")
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -131,6 +183,17 @@ class TrainConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     cat_dpo: CatDPOConfig = Field(default_factory=CatDPOConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("preset", "none") not in PRESETS:
+            return data
+        out = dict(data)
+        for section, values in PRESETS[data.get("preset", "none")].items():
+            given = out.get(section) or {}
+            out[section] = {**values, **given} if isinstance(given, dict) else given  # a non-mapping fails validation
+        return out
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -146,10 +209,19 @@ class TrainConfig(_Section):
         return self
 
     def grad_accum_for(self, world_size: int) -> int:
-        """Accumulation steps so that micro_batch × accum × world_size = effective_batch."""
-        if self.optim.grad_accum is not None:
-            return self.optim.grad_accum
+        """Accumulation steps so that micro_batch × accum × world_size = effective_batch.
+
+        Raises:
+            ConfigError: the effective batch is not a multiple of micro_batch × world size, or an
+                explicit ``grad_accum`` disagrees with it (both are named).
+        """
         per_step = self.optim.micro_batch * world_size
+        if self.optim.grad_accum is not None and self.optim.grad_accum * per_step != self.optim.effective_batch:
+            raise ConfigError(
+                f"optim.grad_accum={self.optim.grad_accum} × micro_batch {self.optim.micro_batch} × world size {world_size} = "
+                f"{self.optim.grad_accum * per_step}, but optim.effective_batch={self.optim.effective_batch}; set one of them "
+                "so they agree (or leave grad_accum unset to derive it)"
+            )
         if self.optim.effective_batch % per_step:
             raise ConfigError(
                 f"optim.effective_batch={self.optim.effective_batch} is not a multiple of micro_batch × world size "

@@ -154,6 +154,9 @@ class StageSampler:
         seed: run seed.
         competence_kind: ``sqrt`` (default) or ``linear``.
         c0: initial competence (default 0.01).
+        zero_based: evaluate c at the step's 0-based index, as the reference code does (the
+            hardest pairs of a horizon-1.0 stage are then never eligible); default: the step
+            being taken, so the last step reaches c = 1.
     """
 
     def __init__(
@@ -164,19 +167,22 @@ class StageSampler:
         seed: int,
         competence_kind: CompetenceKind = "sqrt",
         c0: float = 0.01,
+        zero_based: bool = False,
     ) -> None:
         self.stage = stage
         self.effective_batch = effective_batch
         self.seed = seed
         self.competence_kind = competence_kind
         self.c0 = c0
+        self.zero_based = zero_based
         self._by_difficulty = np.argsort(stage.d, kind="stable")  # positions, easiest first
 
     def competence(self, step: int) -> float:
-        """c(t) for the stage's 0-based step index ``step``, t = step + 1 (1.0 for non-competence orders)."""
+        """c(t) for the stage's 0-based step index ``step``: t = step + 1, or step when ``zero_based`` (1.0 for non-competence orders)."""
         if self.stage.order != "competence":
             return 1.0
-        return competence(step + 1, self.stage.horizon_steps, kind=self.competence_kind, c0=self.c0)
+        t = step if self.zero_based else step + 1
+        return competence(t, self.stage.horizon_steps, kind=self.competence_kind, c0=self.c0)
 
     def pool_size(self, step: int) -> int:
         """How many rows are eligible at ``step``: ``|{i : d_i ≤ c(t)}|`` (≥ 1)."""

@@ -128,20 +128,20 @@ def _refused(reason: str) -> StoredRefLogProbs:
     return StoredRefLogProbs(None, None, reason)
 
 
-def stored_ref_logprobs(data: StagedData, *, model_sha256: str | None, template: dict[str, Any], torch_dtype: str) -> StoredRefLogProbs:
+def stored_ref_logprobs(data: StagedData, *, model_sha256: str | None, template: dict[str, Any], forward: str) -> StoredRefLogProbs:
     """The ``ref_margin`` scorer's stored log-probs of the training rows, if they fit this run.
 
     The manifest records under ``scorers.ref_margin`` the scorer's ``config()``: ``model_ref``
     (with the weights' ``sha256``), ``template`` (``PairTokenizer.describe()``: template, answer
     rule, truncation, tokenizer identity) and ``torch_dtype``. The stored values are reused only
     when all three equal this run's exactly, because any difference in weights, tokens or
-    precision changes the log-probs; the caller still checks a few rows against a live pass.
+    precision changes the log-probs; the caller still checks them against a live pass.
 
     Args:
         data: the staged dataset (manifest and training rows).
         model_sha256: the training model's ``ModelRef.sha256`` (None: unknown, never reused).
         template: this run's ``PairTokenizer.describe()``.
-        torch_dtype: the reference pass's dtype without the ``torch.`` prefix, e.g. ``"float32"``.
+        forward: how this run's reference forward runs (:func:`sc_data.models.logprob.forward_dtype`).
 
     Returns:
         :class:`StoredRefLogProbs`; ``usable`` is False with the reason when they do not fit.
@@ -157,8 +157,8 @@ def stored_ref_logprobs(data: StagedData, *, model_sha256: str | None, template:
         return _refused(f"reference model sha256 {model_sha256} differs from the scorer's {recorded_sha}")
     if recorded.get("template") != template:
         return _refused(f"template / tokenizer / truncation differ from the scorer's: {_template_diff(recorded.get('template'), template)}")
-    if str(recorded.get("torch_dtype")) != torch_dtype:
-        return _refused(f"reference dtype {torch_dtype} differs from the scorer's {recorded.get('torch_dtype')}")
+    if str(recorded.get("torch_dtype")) != forward:
+        return _refused(f"the reference forward runs in {forward}, the scorer's ran in {recorded.get('torch_dtype')}")
     chosen = np.asarray(data.train.column(STORED_CHOSEN).to_pylist(), dtype=np.float64)
     rejected = np.asarray(data.train.column(STORED_REJECTED).to_pylist(), dtype=np.float64)
     missing = int((~np.isfinite(chosen) | ~np.isfinite(rejected)).sum())

@@ -319,20 +319,24 @@ def _plot(run: Path, results: dict[str, Any]) -> list[Path]:
         if records:
             fig = Figure(figsize=(7, 3.5))
             ax = fig.subplots()
-            steps = [r["step"] for r in records]
-            ax.plot(steps, [r["margin"] for r in records], label="reward margin (vs current reference)")
-            ax.plot(steps, [r["chosen_reward"] for r in records], label="chosen reward", alpha=0.6)
-            ax.plot(steps, [r["rejected_reward"] for r in records], label="rejected reward", alpha=0.6)
+            series = (("margin", "reward margin (vs current reference)", "C0", 1.0), ("chosen_reward", "chosen reward", "C1", 0.6),
+                      ("rejected_reward", "rejected reward", "C2", 0.6))
+            for stage in sorted({r["stage"] for r in records}):  # one segment per stage: the reference moves between them
+                rows = [r for r in records if r["stage"] == stage]
+                for key, label, color, alpha in series:
+                    ax.plot([r["step"] for r in rows], [r[key] for r in rows], color=color, alpha=alpha, marker=".",
+                            label=label if stage == records[0]["stage"] else None)
             for prev, cur in zip(records, records[1:], strict=False):
                 if cur["stage"] != prev["stage"]:
                     ax.axvline(prev["step"] + 0.5, color="grey", linestyle="--", linewidth=0.8)
             ax.set_xlabel("optimizer step")
-            ax.set_ylabel("β · log-ratio")
+            ax.set_ylabel("β · log-ratio vs reference")
+            ax.set_title("Reward margin of each step's training batch (dashed: stage end, reference updated)", fontsize=9)
             ax.legend(fontsize=7)
             written.append(save_png(fig, run / "margins_by_step.png"))
     cats = results["by_category"]
     if cats:
-        fig = Figure(figsize=(7, 3.5))
+        fig = Figure(figsize=(8, 3.5), layout="constrained")
         ax = fig.subplots()
         names = list(cats)
         x = np.arange(len(names))
@@ -340,6 +344,7 @@ def _plot(run: Path, results: dict[str, Any]) -> list[Path]:
         ax.bar(x + 0.2, [cats[c]["accuracy"] for c in names], 0.4, label="policy vs π₀")
         ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
         ax.set_ylabel("pairwise accuracy")
-        ax.legend(fontsize=7)
+        ax.set_title("Held-out accuracy by category: π₀ alone vs the trained policy against π₀", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         written.append(save_png(fig, run / "accuracy_by_category.png"))
     return written

@@ -1,10 +1,15 @@
-"""The trained policy and its reference: full fine-tune (two copies) or LoRA (one copy).
+"""The trained policy and its reference: full fine-tune (a second copy) or LoRA (the same copy).
 
-- Full fine-tune: the reference is a frozen copy (bf16 allowed on GPU). A hard update copies
-  the policy's weights into it; TR-DPO mixes them, ``π_ref ← α π_θ + (1 − α) π_ref``.
+- Full fine-tune: the reference is a frozen fp32 copy, run under the same autocast as the
+  policy, so after a hard update it computes exactly what the policy does (the next stage starts
+  at loss log 2 in bf16 as in fp32) and a TR-DPO update, done in fp32, never rounds away.
 - LoRA (peft): the reference is the base with the adapter disabled, so no second copy is held.
-  A hard update merges the adapter into the base in fp32 (a bf16 merge rounds away
-  lr-5e-5-sized updates) and starts a fresh adapter; the caller resets optimizer and schedule.
+  The base may be held in the compute dtype (bf16), the adapter in fp32. A hard update merges the
+  adapter into the base *in place* from an fp32 master of the adapted weights (a bf16 merge would
+  round away lr-sized updates; the master keeps every one, and the bf16 base is cast from it
+  once), then re-initialises the adapter (seeded, B = 0). Parameters stay the same objects, so a
+  DDP / FSDP wrapper and the optimizer survive the update; the caller resets optimizer state and
+  schedule.
 
 Dropout is switched off in policy and reference (TRL's default), LoRA's dropout included.
 """
@@ -12,7 +17,6 @@ Dropout is switched off in policy and reference (TRL's default), LoRA's dropout 
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,97 +35,148 @@ def disable_dropout(model: nn.Module) -> None:
             module.attention_dropout = 0.0
 
 
-class PolicyPair:
+def with_adapter(base: nn.Module, lora: LoraConfig, *, seed: int) -> nn.Module:
+    """``base`` wrapped in a fresh LoRA adapter: seeded init, fp32 adapter weights whatever the base's dtype."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = get_peft_model(
+            base,
+            PeftLoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+            ),
+            autocast_adapter_dtype=True,
+        )
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+    disable_dropout(model)
+    return model
+
+
+def lora_layers(model: nn.Module) -> dict[str, Any]:
+    """Every peft LoRA layer of ``model`` by its module name."""
+    from peft.tuners.lora import LoraLayer
+
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
+
+
+class Policy:
     """Owns the policy model and gives access to the current reference.
 
     Args:
-        model: the loaded causal LM (fp32 weights).
-        lora: adapter settings; ``lora.enabled=False`` for a full fine-tune.
-        ref_dtype: dtype of the frozen reference copy (full fine-tune only).
+        model: the policy LM: a peft model for LoRA (see :func:`with_adapter`), else the plain LM
+            with fp32 weights.
+        reference: the frozen fp32 reference LM (full fine-tune only; None for LoRA).
         adapter_seed: seeds each fresh adapter's init, so resume rebuilds identical adapters.
     """
 
-    def __init__(self, model: nn.Module, *, lora: LoraConfig, ref_dtype: torch.dtype, adapter_seed: int) -> None:
-        self.lora = lora
+    def __init__(self, model: nn.Module, *, reference: nn.Module | None, adapter_seed: int) -> None:
+        self.model = model
+        self.reference = reference
         self.adapter_seed = adapter_seed
-        self.reference: nn.Module | None = None
-        if lora.enabled:
-            self.model = self._with_adapter(model, generation=0)
+        self.lora = reference is None
+        self.master: dict[str, torch.Tensor] = {}
+        if self.lora:
+            # fp32 master of each adapted base weight, only where the base is held in lower precision.
+            self.master = {
+                name: layer.get_base_layer().weight.detach().float().clone()
+                for name, layer in lora_layers(model).items()
+                if layer.get_base_layer().weight.dtype != torch.float32
+            }
         else:
-            self.model = model
-            self.reference = copy.deepcopy(model).to(ref_dtype)
-            self.reference.requires_grad_(False)
-            self.reference.eval()
+            reference.requires_grad_(False)
+            reference.eval()
         disable_dropout(self.model)
         self.model.train()
-
-    def _with_adapter(self, base: nn.Module, *, generation: int) -> nn.Module:
-        from peft import LoraConfig as PeftLoraConfig
-        from peft import get_peft_model
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.adapter_seed * 1009 + generation)
-            peft_config = PeftLoraConfig(
-                r=self.lora.r,
-                lora_alpha=self.lora.alpha,
-                lora_dropout=self.lora.dropout,
-                target_modules=list(self.lora.target_modules),
-                task_type="CAUSAL_LM",
-            )
-            model = get_peft_model(base, peft_config)
-        disable_dropout(model)
-        return model
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     @contextlib.contextmanager
-    def reference_model(self) -> Iterator[nn.Module]:
-        """The current reference, in eval mode; for LoRA, the base with the adapter disabled."""
-        if self.reference is not None:
-            yield self.reference
-            return
+    def as_reference(self) -> Iterator[None]:
+        """Inside, the policy model computes the reference (LoRA: adapter disabled); eval mode."""
         was_training = self.model.training
         self.model.eval()
         try:
-            with self.model.disable_adapter():
-                yield self.model
+            if self.lora:
+                with self.model.disable_adapter():
+                    yield
+            else:
+                yield
         finally:
             self.model.train(was_training)
 
     @torch.no_grad()
     def hard_update(self, generation: int) -> None:
-        """π_ref ← π_θ. LoRA: merge in fp32 and start adapter ``generation`` (fresh, B = 0)."""
-        if self.reference is not None:
+        """π_ref ← π_θ. LoRA: merge in place (fp32 master) and restart the adapter for ``generation``."""
+        if not self.lora:
             for ref, pol in zip(self.reference.parameters(), self.model.parameters(), strict=True):
-                ref.copy_(pol.to(ref.dtype))
+                ref.copy_(pol)
             return
-        base = self.model.merge_and_unload(safe_merge=True)
-        self.model = self._with_adapter(base, generation=generation)
-        self.model.train()
+        for name, layer in lora_layers(self.model).items():
+            weight = layer.get_base_layer().weight
+            for adapter in layer.active_adapters:
+                delta = layer.get_delta_weight(adapter).float()
+                if name in self.master:
+                    self.master[name] += delta
+                    weight.copy_(self.master[name])  # one cast, from the fp32 sum
+                else:
+                    weight.add_(delta)
+        self.reset_adapter(generation)
+
+    @torch.no_grad()
+    def reset_adapter(self, generation: int) -> None:
+        """Fresh adapter weights for ``generation`` (A seeded as peft initialises it, B = 0)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.adapter_seed * 1009 + generation)
+            for layer in lora_layers(self.model).values():
+                for adapter in layer.active_adapters:
+                    layer.reset_lora_parameters(adapter, init_lora_weights=True)
+                    layer.lora_A[adapter].weight.data = layer.lora_A[adapter].weight.data.float()
+                    layer.lora_B[adapter].weight.data = layer.lora_B[adapter].weight.data.float()
 
     @torch.no_grad()
     def soft_update(self, alpha: float) -> None:
-        """TR-DPO: π_ref ← α π_θ + (1 − α) π_ref (full fine-tune only)."""
+        """TR-DPO: π_ref ← α π_θ + (1 − α) π_ref, in the fp32 reference (full fine-tune only)."""
         if self.reference is None:
             raise RuntimeError("TR-DPO soft updates need a full reference copy (config rejects LoRA + tr_dpo)")
         for ref, pol in zip(self.reference.parameters(), self.model.parameters(), strict=True):
-            ref.copy_((alpha * pol.float() + (1.0 - alpha) * ref.float()).to(ref.dtype))
+            ref.mul_(1.0 - alpha).add_(pol.detach().float(), alpha=alpha)
 
-    def state_dicts(self) -> dict[str, dict[str, Any]]:
-        """Everything to restore exactly: policy (base + adapter for LoRA) and the reference copy."""
-        out = {"policy": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
-        if self.reference is not None:
-            out["reference"] = {k: v.detach().cpu().clone() for k, v in self.reference.state_dict().items()}
-        return out
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """What changes every step: the adapter (LoRA) or the whole policy (full fine-tune), on CPU."""
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items() if not self.lora or "lora_" in k}
 
-    def load_state_dicts(self, states: dict[str, dict[str, Any]]) -> None:
-        self.model.load_state_dict(states["policy"], strict=True)
-        if self.reference is not None:
-            self.reference.load_state_dict(states["reference"], strict=True)
+    def reference_state(self) -> dict[str, torch.Tensor]:
+        """What changes only at reference updates: the reference copy (full fine-tune), or, for LoRA,
+        the adapted base weights (the only ones a merge touches; the rest is the starting model)
+        and their fp32 master."""
+        if not self.lora:
+            return {k: v.detach().cpu().clone() for k, v in self.reference.state_dict().items()}
+        out = {f"base.{name}": layer.get_base_layer().weight.detach().cpu().clone() for name, layer in lora_layers(self.model).items()}
+        return {**out, **{f"master.{k}": v.cpu().clone() for k, v in self.master.items()}}
+
+    def load_states(self, trainable: dict[str, torch.Tensor], reference: dict[str, torch.Tensor] | None) -> None:
+        """Restore :meth:`trainable_state` and (when given) :meth:`reference_state` exactly."""
+        if reference is not None and not self.lora:
+            self.reference.load_state_dict(reference, strict=True)
+        elif reference is not None:
+            with torch.no_grad():
+                for name, layer in lora_layers(self.model).items():
+                    layer.get_base_layer().weight.copy_(reference[f"base.{name}"])
+            for k in self.master:
+                self.master[k] = reference[f"master.{k}"].to(self.master[k].device)
+        missing = self.model.load_state_dict(trainable, strict=False)
+        if self.lora and any("lora_" in k for k in missing.missing_keys):
+            raise RuntimeError(f"checkpoint lacks adapter weights {missing.missing_keys[:3]}")
 
     def merged(self) -> nn.Module:
-        """The policy as a plain model (LoRA merged in fp32); the PolicyPair is spent afterwards."""
-        if self.reference is not None:
+        """The policy as a plain model (LoRA merged in fp32 into the master); the Policy is spent afterwards."""
+        if not self.lora:
             return self.model
-        return self.model.merge_and_unload(safe_merge=True)
+        self.hard_update(generation=-1)
+        return self.model.unload()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,6 +149,20 @@ class TestPairLogprobs:
         assert fast.rejected_len.tolist() == [len(p.rejected_ids) for p in pairs]
         torch.testing.assert_close(fast.chosen_mean, ref.chosen_sum / ref.chosen_len, rtol=0, atol=atol)
 
+    def test_flex_attention_block_mask_matches_dense_mask(self, tiny_qwen2_dir: Path) -> None:
+        """The GPU default (a FlexAttention block mask, never a (T, T) tensor) computes what the dense mask does.
+
+        Forward only: torch has no FlexAttention backward on the CPU (the GPU tests check gradients).
+        """
+        pairs = _pairs(AutoTokenizer.from_pretrained(tiny_qwen2_dir))
+        with torch.no_grad():
+            flex = pair_logprobs(_load(tiny_qwen2_dir, dtype=torch.float32, attn="flex_attention")[0], pairs)
+            dense = pair_logprobs(_load(tiny_qwen2_dir, dtype=torch.float32, attn="sdpa")[0], pairs)
+            ref = reference_pair_logprobs(_load(tiny_qwen2_dir)[0], pairs)
+        for side in ("chosen_sum", "rejected_sum"):
+            torch.testing.assert_close(getattr(flex, side).double(), getattr(ref, side), rtol=0, atol=1e-4)
+            torch.testing.assert_close(getattr(flex, side), getattr(dense, side), rtol=1e-6, atol=1e-5)
+
     def test_reference_matches_token_by_token_loop(self, tiny_lm_dir: Path) -> None:
         model, tok = _load(tiny_lm_dir)
         pair = _pairs(tok, 2)[1]
@@ -192,3 +209,37 @@ class TestPairLogprobs:
         model, _ = _load(tiny_lm_dir)
         with pytest.raises(ConfigError, match="at least one pair; got an empty batch"):
             pair_logprobs(model, [])
+
+
+_MEMORY_PROBE = """
+import resource, sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from sc_data.models.logprob import TokenizedPair, pair_logprobs
+torch.manual_seed(0)
+vocab, batch, answer = int(sys.argv[1]), 4, 1000
+model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True))
+ids = [(7 * t) % 900 + 1 for t in range(answer + 20)]
+pairs = [TokenizedPair(ids[:10], ids[10 : 10 + answer], ids[20 : 20 + answer]) for _ in range(batch)]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+lp = pair_logprobs(model, pairs)
+(lp.chosen_sum.sum() - lp.rejected_sum.sum()).backward()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024)  # ru_maxrss is in KiB on Linux
+"""
+
+
+def _peak_growth(vocab: int) -> int:
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(vocab)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss units differ off Linux")
+def test_head_runs_in_chunks_without_batch_length_vocab_logits() -> None:
+    """Forward + backward over 8,000 answer tokens: what a 32,000 vs a 1,000 vocabulary adds to the
+    peak is the head's share, and it stays far below the batch's fp32 logits (~1 GiB)."""
+    batch_logits = 4 * 2 * 1000 * (32_000 - 1_000) * 4  # batch × answers × tokens × extra vocab × fp32 bytes
+    extra = _peak_growth(32_000) - _peak_growth(1_000)
+    assert extra < batch_logits / 3, f"the vocabulary added {extra / 2**20:.0f} MiB; the batch's logits are {batch_logits / 2**20:.0f} MiB"

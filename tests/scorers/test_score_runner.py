@@ -20,7 +20,7 @@ from sc_data.errors import ConfigError
 from sc_data.io import write_json, write_parquet
 from sc_data.schema import load_json_schema
 from sc_data.scorers.base import Scorer
-from sc_data.scorers.runner import parts_dir, score
+from sc_data.scorers.runner import length_order, parts_dir, score
 from tests.scorers.conftest import make_pairs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,6 +46,10 @@ class LengthScorer(Scorer):
         return {"length__chars": [float(len(r[-1]["content"])) for r in batch["rejected"]]}
 
 
+def _chars(batch: dict[str, list[Any]], i: int) -> int:
+    return sum(len(m["content"]) for k in ("prompt", "chosen", "rejected") for m in batch[k][i])
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -60,7 +64,7 @@ class TestWiring:
             score(pairs_file, tmp_path / "o.parquet", scorers=["nope"])
 
     def test_unknown_option(self, pairs_file: Path, tmp_path: Path) -> None:
-        with pytest.raises(ConfigError, match=r"unknown option\(s\) \['bogus'\] for scorer 'ref_margin'; valid options: \['batch_tokens'"):
+        with pytest.raises(ConfigError, match=r"unknown option\(s\) \['bogus'\] for scorer 'ref_margin'; valid options: \['attn_implementation', 'batch_tokens'"):
             score(pairs_file, tmp_path / "o.parquet", scorers=["ref_margin"], options={"ref_margin": {"bogus": 1}})
 
     def test_options_for_scorer_not_run(self, pairs_file: Path, tmp_path: Path) -> None:
@@ -112,6 +116,30 @@ class TestRun:
         assert manifest["counts"]["input"]["rows_rejected"] == 1
         assert manifest["scorers"]["length"]["difficulty_column"] == "length__chars"
         assert not parts_dir(out).exists()
+
+    def test_parts_follow_length_order_and_merge_back_to_input_order(self, tmp_path: Path) -> None:
+        table = make_pairs(11)
+        src = tmp_path / "pairs.parquet"
+        write_parquet(table, src)
+        calls: list[list[int]] = []
+
+        class Recording(LengthScorer):
+            def score(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+                calls.append([_chars(batch, i) for i in range(len(batch["id"]))])
+                return super().score(batch)
+
+        out = tmp_path / "scored.parquet"
+        score(src, out, scorers=[Recording()], part_rows=3)
+        rows = table.to_pylist()
+        by_row = [sum(len(m["content"]) for k in ("prompt", "chosen", "rejected") for m in r[k]) for r in rows]
+        expected = sorted(range(len(rows)), key=lambda i: by_row[i])  # stable: ties in input order
+        assert expected != sorted(expected)  # the fixture is not already in length order
+        assert [len(c) for c in calls] == [3, 3, 3, 2]
+        assert [x for c in calls for x in c] == [by_row[i] for i in expected]  # each call a run of the length order
+        assert length_order(table).tolist() == expected
+        scored = pq.read_table(out)
+        assert scored.select(table.column_names).to_pylist() == rows
+        assert scored.column("length__chars").to_pylist() == [float(len(r["rejected"][-1]["content"])) for r in rows]
 
     def test_ref_margin_config_file_and_resume_refused(self, tmp_path: Path, tiny_lm_dir: Path) -> None:
         src = TestWiring._pairs(tmp_path, 6)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sc_data.train.checkpoint import BASE_REF, latest_checkpoint, load_checkpoint
+from sc_data.train.checkpoint import latest_checkpoint, load_checkpoint
 from sc_data.train.config import TrainConfig
 from sc_data.train.trainer import train
 from tests.train.conftest import tiny_config
@@ -88,24 +88,23 @@ def test_sigkill_then_resume_continues_uninterrupted_run(staged_dir: Path, tiny_
     assert [r["step"] for r in got] == [r["step"] for r in want] == list(range(1, STEPS + 1))
     for a, b in zip(want, got, strict=True):
         assert (b["stage"], b["stage_step"], b["pool_size"], b["tokens"]) == (a["stage"], a["stage_step"], a["pool_size"], a["tokens"])
-        for key in ("loss", "margin", "chosen_reward", "rejected_reward", "competence", "grad_norm", "lr"):
+        for key in ("loss", "margin", "chosen_reward", "rejected_reward", "competence", "grad_norm", "lr", "pairs_seen"):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
     assert max(r["margin"] for r in want) > 1e-3  # training moved the policy, so the comparison has teeth
     _check_base_references(full_run / "checkpoints")
 
 
 def _check_base_references(ckpts: Path) -> None:
-    """LoRA step checkpoints after a stage end reference that checkpoint's base instead of copying it."""
-    # stage ends (4, 8, 12) are kept; of the step checkpoints the last two (10, 11, in stage 2) survive
-    assert sorted(p.name for p in ckpts.iterdir()) == [f"ckpt-{s:07d}" for s in (4, 8, 10, 11, 12)]
-    stage_end = load_checkpoint(ckpts / "ckpt-0000008")["weights"]["policy"]
-    for name in ("ckpt-0000010", "ckpt-0000011"):
-        ref = json.loads((ckpts / name / BASE_REF).read_text())
-        assert ref["checkpoint"] == "ckpt-0000008" and ref["keys"] and not any("lora_" in k for k in ref["keys"])
-        assert (ckpts / name / "weights.pt").stat().st_size < (ckpts / "ckpt-0000008" / "weights.pt").stat().st_size / 4
-        step = load_checkpoint(ckpts / name)["weights"]["policy"]
-        assert step.keys() == stage_end.keys()
-        for key in ref["keys"]:
-            assert torch.equal(step[key], stage_end[key]), key
-        assert any(not torch.equal(step[k], stage_end[k]) for k in step if "lora_B" in k)  # the adapter trained
-    assert not (ckpts / "ckpt-0000008" / BASE_REF).exists()
+    """LoRA checkpoints hold only the adapter; the merged base is written once per reference update."""
+    # keep=2: the last two checkpoints, and the two reference generations they build on
+    assert sorted(p.name for p in ckpts.iterdir()) == ["ckpt-0000011", "ckpt-0000012", "reference-g0002", "reference-g0003"]
+    for name, generation in (("ckpt-0000011", 2), ("ckpt-0000012", 3)):
+        state = load_checkpoint(ckpts / name)
+        assert state["trainer_state"]["reference_generation"] == generation
+        assert state["trainable"] and all("lora_" in k for k in state["trainable"])
+        assert not any("lora_" in k for k in state["reference"]) and state["reference"]
+        assert all(k.startswith("base.") and k.endswith(("q_proj", "v_proj")) for k in state["reference"])  # only adapted weights
+        assert (ckpts / f"reference-g{generation:04d}" / "reference.pt").is_file()
+        assert not any("reference" in p.name for p in (ckpts / name).iterdir())  # the base is not copied per checkpoint
+    step11, step12 = load_checkpoint(ckpts / "ckpt-0000011"), load_checkpoint(ckpts / "ckpt-0000012")
+    assert any(not torch.equal(step11["reference"][k], step12["reference"][k]) for k in step11["reference"])  # the base moved

@@ -48,11 +48,13 @@ def test_reused_when_model_template_and_dtype_match(scored_staged: Path, tiny_lm
     train(scored_staged, tmp_path / "stored", cfg)
     info = _run_info(tmp_path / "stored")
     assert info["source"] == "stored", info
-    assert info["checked_rows"] == 4 and info["max_gap"] < 1e-4
+    tier0 = json.loads((scored_staged / "sc_manifest.json").read_text())["counts"]["by_tier"]["tier_0"]
+    assert info["checked_rows"] == min(32, tier0) and info["max_gap_nats"] < 1e-4 and info["tolerance_nats"] == 0.05
+    assert info["forward_dtype"] == "float32"
 
     off = cfg.model_copy(update={"data": cfg.data.model_copy(update={"reuse_ref_logps": False})})
     train(scored_staged, tmp_path / "live", off)
-    assert _run_info(tmp_path / "live") == {"source": "live", "reason": "data.reuse_ref_logps is false"}
+    assert _run_info(tmp_path / "live") == {"source": "live", "reason": "data.reuse_ref_logps is false", "forward_dtype": "float32"}
 
     stored, live = _metrics(tmp_path / "stored"), _metrics(tmp_path / "live")
     assert len(stored) == len(live) == 6
@@ -62,6 +64,29 @@ def test_reused_when_model_template_and_dtype_match(scored_staged: Path, tiny_lm
         assert b["tokens"] == a["tokens"] and b["pool_size"] == a["pool_size"]
         for key in ("loss", "chosen_reward", "rejected_reward", "margin", "grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
+
+
+def test_half_a_nat_on_one_row_is_refused(scored_staged: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """Summed log-probs off by 0.5 nats on a single stage-0 row: the live check refuses them all."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sc_data.stage.pipeline import stage
+
+    root = scored_staged.parent
+    row_id = pq.read_table(next((scored_staged / "data" / "tier_0").glob("*.parquet"))).column("id")[0].as_py()
+    scored = pq.read_table(root / "scored.parquet")
+    chosen = scored.column("ref_margin__chosen_logp").to_pylist()
+    chosen[scored.column("id").to_pylist().index(row_id)] += 0.5
+    scored = scored.set_column(scored.column_names.index("ref_margin__chosen_logp"), "ref_margin__chosen_logp", pa.array(chosen))
+    pq.write_table(scored, tmp_path / "scored.parquet")
+    (tmp_path / "scored.manifest.json").write_bytes((root / "scored.manifest.json").read_bytes())
+    stage(tmp_path / "scored.parquet", tmp_path / "staged", tiers=3, eval_fraction=0.2, plots=False)
+    cfg = tiny_config(tiny_lm_dir, data={"max_length": MAX_LENGTH, "max_prompt_length": MAX_PROMPT}, curriculum={"max_steps_per_stage": 1})
+    train(tmp_path / "staged", tmp_path / "run", cfg)
+    info = _run_info(tmp_path / "run")
+    assert info["source"] == "live" and info["max_gap_nats"] == pytest.approx(0.5, abs=1e-3)
+    assert info["reason"].startswith("stored log-probs differ from a live pass by up to 0.5")
 
 
 def test_not_reused_with_other_truncation(scored_staged: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
@@ -80,12 +105,12 @@ def test_model_and_dtype_mismatch_refused(scored_staged: Path, tiny_lm_dir: Path
     template = PairTokenizer(tokenizer, truncation=TruncationConfig(max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT)).describe()
     data = load_staged(scored_staged)
 
-    ok = stored_ref_logprobs(data, model_sha256=ref.sha256, template=template, torch_dtype="float32")
+    ok = stored_ref_logprobs(data, model_sha256=ref.sha256, template=template, forward="float32")
     assert ok.usable and len(ok.chosen) == len(data.train)
     assert ok.chosen.tolist() == data.train.column("ref_margin__chosen_logp").to_pylist()
 
-    other = stored_ref_logprobs(data, model_sha256="0" * 64, template=template, torch_dtype="float32")
+    other = stored_ref_logprobs(data, model_sha256="0" * 64, template=template, forward="float32")
     assert not other.usable and other.reason == f"reference model sha256 {'0' * 64} differs from the scorer's {ref.sha256}"
-    bf16 = stored_ref_logprobs(data, model_sha256=ref.sha256, template=template, torch_dtype="bfloat16")
-    assert not bf16.usable and bf16.reason == "reference dtype bfloat16 differs from the scorer's float32"
-    assert not stored_ref_logprobs(data, model_sha256=None, template=template, torch_dtype="float32").usable
+    bf16 = stored_ref_logprobs(data, model_sha256=ref.sha256, template=template, forward="float32+autocast:bfloat16")
+    assert not bf16.usable and bf16.reason == "the reference forward runs in float32+autocast:bfloat16, the scorer's ran in float32"
+    assert not stored_ref_logprobs(data, model_sha256=None, template=template, forward="float32").usable
