@@ -44,13 +44,10 @@ TRL_VARIANTS = {"trl": {}, "trl_precompute": {"precompute_ref_log_probs": True},
 
 
 def _model_dir(args: argparse.Namespace, root: Path) -> str:
-    if args.model:  # any reference sc-data resolves (alias, GGUF, folder), saved as a folder TRL reads too
-        from sc_data.models.loading import load_causal_lm
+    if args.model:  # any reference sc-data resolves (alias, GGUF, folder), as a folder TRL reads too
+        from sc_data.models.loading import model_folder
 
-        model, tokenizer, _ = load_causal_lm(args.model, device="cpu", dtype="float32")
-        model.save_pretrained(root / "model", safe_serialization=True)
-        tokenizer.save_pretrained(root / "model")
-        return str(root / "model")
+        return str(model_folder(args.model))
     if args.cpu:
         from tests.tiny_models import build_causal_lm
 

@@ -28,6 +28,7 @@ _VERBS = {
     "pull": "sc_data.hub",
     "train": "sc_data.train.trainer",
     "evaluate": "sc_data.train.evaluate",
+    "judge_fit": "sc_data.scorers.probe",
 }
 
 __all__ = sorted(_VERBS)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README command 1: set up .venv and run the main job on the bundled examples/ on a CPU:
-# ingest -> score (ref_margin + local judge on SmolLM2-135M-Instruct) -> stage -> report
+# fit the probe judge -> score the raw file (ingested on the way in; ref_margin + the probe judge on
+# SmolLM2-135M-Instruct) -> stage -> report
 # -> short staged_competence LoRA run (scored and trained with the same truncation, so stage 0
 # reuses the stored reference log-probs) -> eval. Outputs go to ${SC_DATA_DEMO_OUT:-demo-out}/.
 # SC_DATA_DEMO_SKIP_SETUP=1 reuses an existing .venv (the test suite does).
@@ -17,14 +18,15 @@ MAX_LENGTH=256
 MAX_PROMPT_LENGTH=128
 mkdir -p "$OUT"
 
-echo "== 1/6 ingest examples/pairs.jsonl (PKU-SafeRLHF layout)" >&2
-sc-data ingest examples/pairs.jsonl -o "$OUT/pairs.parquet" --overwrite
-sc-data inspect "$OUT/pairs.parquet"
+echo "== 1/6 judge fit: a probe on $MODEL's hidden states, fitted on the examples' safety labels" >&2
+sc-data judge fit examples/pairs.jsonl -o "$OUT/probe" --overwrite --encoder "$MODEL"
 
-echo "== 2/6 score: reference-model margin and harm-severity judge on $MODEL" >&2
-sc-data score "$OUT/pairs.parquet" -o "$OUT/scored.parquet" --resume --overwrite \
-  --scorer ref_margin --scorer judge --model "$MODEL" \
+echo "== 2/6 score examples/pairs.jsonl (raw, PKU-SafeRLHF layout): reference-model margin and the probe judge" >&2
+sc-data score examples/pairs.jsonl -o "$OUT/scored.parquet" --resume --overwrite \
+  --scorer ref_margin --scorer judge --option ref_margin.model="$MODEL" \
+  --option judge.backend=probe --option judge.probe="$OUT/probe" \
   --option ref_margin.max_length=$MAX_LENGTH --option ref_margin.max_prompt_length=$MAX_PROMPT_LENGTH
+sc-data inspect "$OUT/scored.parquet"
 
 echo "== 3/6 stage: 3 equal tiers, 20 % eval split, seed 42 (the paper's recipe)" >&2
 sc-data stage "$OUT/scored.parquet" -o "$OUT/staged" --overwrite

@@ -17,7 +17,10 @@ def main(out: Path) -> None:
     overall = result["overall"]
 
     print("\nsc-data demo: done")
-    print(f"  pairs          {out / 'pairs.parquet'}  (rejects beside it)")
+    probe = json.loads((out / "probe" / "probe.json").read_text("utf-8"))["cross_validation"]["overall"]
+    print(f"  probe judge    {out / 'probe'}  (held-out AUROC {probe['auroc']:.3f}, Spearman with severity "
+          f"{probe['spearman_severity']:.3f}: 5 folds grouped by prompt)")
+    print(f"  pairs          {out / 'scored.pairs.parquet'}  (ingested on the way in; rejects beside it)")
     print(f"  scored         {out / 'scored.parquet'}")
     print(f"  staged dataset {out / 'staged'}  (datasets.load_dataset(..., 'tier_0') reads it)")
     print(f"  plots          {out / 'report'}")

@@ -34,15 +34,28 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def test_counts_add_up_from_raw_to_staged(demo: tuple[Path, str]) -> None:
     out, _ = demo
-    ingest = json.loads((out / "pairs.manifest.json").read_text())["counts"]
+    ingest = json.loads((out / "scored.pairs.manifest.json").read_text())["counts"]
     assert ingest["rows_in"] == 150
     assert ingest["rows_in"] == ingest["rows_out"] + ingest["rows_rejected"]
+    counts = json.loads((out / "scored.manifest.json").read_text())["counts"]
+    assert counts["input"]["rows_in"] == counts["rows_out"] + counts["input"]["rows_rejected"] == 150
     scored = pq.read_table(out / "scored.parquet")
     assert scored.num_rows == ingest["rows_out"]
     for col in ("ref_margin__margin_mean", "judge__severity"):
         values = scored.column(col).to_pylist()
         assert all(v is not None for v in values), col
     assert scored.column("ref_margin__error").null_count == scored.num_rows
+    assert set(scored.column("judge__method").to_pylist()) == {"probe"}
+
+
+def test_probe_judge_separates_the_examples(demo: tuple[Path, str]) -> None:
+    out, stdout = demo
+    report = json.loads((out / "probe" / "probe.json").read_text())["cross_validation"]["overall"]
+    assert report["answers"] == 300 and report["auroc"] > 0.9  # held out by prompt; the examples are easy by design
+    scored = pq.read_table(out / "scored.parquet").to_pydict()
+    severity = scored["judge__severity"]
+    assert sum(severity) / len(severity) > sum(scored["judge__chosen_severity"]) / len(severity)  # rejected look worse
+    assert "probe judge" in stdout
 
 
 def test_staged_dataset_verifies_with_three_tiers(demo: tuple[Path, str]) -> None:

@@ -199,7 +199,7 @@ def _score_pool(cfg: ExperimentConfig, work: Path) -> None:
     }
     signals = list(cfg.score.signals)
     score(work / "pool.parquet", work / "scored.parquet", scorers=signals, options={s: options[s] for s in signals},
-          part_rows=25, resume=True)
+          part_rows=25, resume=True, overwrite=True)
 
 
 def _stage_variants(cfg: ExperimentConfig, work: Path, info: dict[str, Any]) -> None:
@@ -231,7 +231,7 @@ def _ood_and_xstest(cfg: ExperimentConfig, args: argparse.Namespace, work: Path,
     from sc_data.ingest import ingest
     from sc_data.schema import normalised_prompt_key
 
-    ood = ingest([args.ood_data], work / "ood_all.parquet")
+    ood = ingest([args.ood_data], work / "ood_all.parquet", overwrite=True)  # the work folder is ours: a re-run replaces
     seen = {normalised_prompt_key(p[:1]) for p in pq.read_table(work / "paper.parquet").column("prompt").to_pylist()}
     ood_all = pq.read_table(work / "ood_all.parquet")
     first_user = [normalised_prompt_key([next((m for m in p if m["role"] == "user"), p[0])]) for p in ood_all.column("prompt").to_pylist()]
@@ -257,7 +257,7 @@ def prepare(cfg: ExperimentConfig, args: argparse.Namespace, work: Path) -> dict
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     info: dict[str, Any] = {"timings_s": {}}
-    info["paper_rows"] = ingest([args.paper_data], work / "paper.parquet").rows_out
+    info["paper_rows"] = ingest([args.paper_data], work / "paper.parquet", overwrite=True).rows_out
     pq.write_table(_take(pq.read_table(work / "paper.parquet"), cfg.data.train_pool, cfg.data.seed), work / "pool.parquet")
     _score_pool(cfg, work)
     info["timings_s"]["score"] = round(time.time() - t0, 1)
@@ -280,7 +280,7 @@ def measure_model(cfg: ExperimentConfig, model_ref: str, work: Path, info: dict[
     """Summed answer log-probs on eval/OOD pairs and XSTest over-refusal of one model (the library's evaluation)."""
     from sc_data.models.loading import load_causal_lm
     from sc_data.models.logprob import TruncationConfig
-    from sc_data.train.evaluate import answer_logprobs, generation_rates
+    from sc_data.train.evaluate import answer_logprobs, generate_answers, generation_rates
 
     model, tok, _ = load_causal_lm(model_ref, device=cfg.device, dtype="float32")
     truncation = TruncationConfig(max_length=cfg.train.max_length, max_prompt_length=cfg.train.max_prompt_length)
@@ -290,8 +290,9 @@ def measure_model(cfg: ExperimentConfig, model_ref: str, work: Path, info: dict[
         out[name] = {"ids": table.column("id").to_pylist(), "chosen": lp.chosen.double().tolist(), "rejected": lp.rejected.double().tolist()}
     judge = ({"backend": "local", "model": cfg.score.model, "device": cfg.device, "dtype": "float32",
               "max_length": cfg.eval.judge_max_length, "batch_size": cfg.eval.batch_size} if cfg.eval.judge else None)
-    gen = generation_rates(model, tok, info["xstest"]["prompts"], kind="benign", judge=judge,
-                           max_new_tokens=cfg.eval.xstest_max_new_tokens, batch_size=cfg.eval.batch_size)
+    prompts = info["xstest"]["prompts"]
+    answers = generate_answers(model, tok, prompts, max_new_tokens=cfg.eval.xstest_max_new_tokens, batch_size=cfg.eval.batch_size)
+    gen = generation_rates(prompts, answers, kind="benign", judge=judge)
     out["xstest"] = {"n": gen["n"], "over_refusal": gen["over_refusal_rate"], "refused": gen["refused"], "samples": gen["samples"][:5]}
     if judge is not None:
         out["xstest"].update(over_refusal_judge=gen["over_refusal_rate_judge"], judge_errors=gen["judge_errors"],

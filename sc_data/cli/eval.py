@@ -45,6 +45,14 @@ def eval_command(
             "(e.g. --judge backend=local). Without it: refusal strings only.",
         ),
     ] = None,
+    generator: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--generator", metavar="KEY=VALUE",
+            help="Generate the answers on a served engine running the run's final/ model (OpenAI-compatible); "
+            "repeatable, e.g. --generator base_url=http://localhost:8000/v1 --generator model=run-final.",
+        ),
+    ] = None,
     max_new_tokens: Annotated[int | None, FLAGS.option("max_new_tokens", min=1)] = None,
     batch_size: Annotated[int | None, FLAGS.option("batch_size", min=1)] = None,
     device: Annotated[Device | None, FLAGS.option("device")] = None,
@@ -61,9 +69,13 @@ def eval_command(
       sc-data eval runs/sc --data staged/ --prompts xstest.csv --prompt-kind benign --json
 
       sc-data eval runs/sc --data staged/ --prompts advbench.csv --judge backend=local
+
+      sc-data eval runs/sc --data staged/ --prompts advbench.csv --generator base_url=http://localhost:8000/v1 --generator model=sc
     """
     judge_options = parse_assignments(judge or [], flag="--judge", example="backend=local")
-    given = {**FLAGS.overrides(locals()), **{f"judge.{k}": v for k, v in judge_options.items()}}
+    generator_options = parse_assignments(generator or [], flag="--generator", example="base_url=http://localhost:8000/v1")
+    given = {**FLAGS.overrides(locals()), **{f"judge.{k}": v for k, v in judge_options.items()},
+             **{f"generator.{k}": v for k, v in generator_options.items()}}
     options = load_config(config, given)
     stderr.print(f"Evaluating {run} on {data} ({options.get('split', 'eval')})")
     result = evaluate(run, data, **options)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 
 import sc_data
-from sc_data.cli import eval, ingest, inspect, publish, report, score, stage, train, verify
+from sc_data.cli import eval, ingest, inspect, judge, publish, report, score, stage, train, verify
 
 app = typer.Typer(
     name="sc-data",
     help="Curate curriculum preference datasets for safety alignment and train on them.\n\n"
-    "Pipeline: ingest -> score -> stage -> (publish | train) -> eval -> report.",
+    "Pipeline: ingest -> score -> stage -> (publish | train) -> eval -> report; judge fit makes the probe judge.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -31,7 +31,7 @@ def _main(
     """Curate curriculum preference datasets for safety alignment and train on them."""
 
 
-for _module in (ingest, inspect, publish, stage, verify, report, score, train, eval):
+for _module in (ingest, inspect, publish, stage, verify, report, score, judge, train, eval):
     _module.register(app)
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,8 +12,10 @@ from rich.table import Table
 
 from sc_data.cli._common import (
     ConfigFile,
+    ConfigFlags,
     JsonFlag,
     OutputFile,
+    choice_enum,
     handle_errors,
     print_json,
     stderr,
@@ -22,7 +23,15 @@ from sc_data.cli._common import (
 )
 from sc_data.config import parse_assignments
 from sc_data.errors import ConfigError
+from sc_data.ingest import IngestOptions, make_options, parse_column_map
+from sc_data.ingest.formats import FORMAT_NAMES
 from sc_data.scorers.runner import DEFAULT_PART_ROWS, describe_scorers, score
+
+#: The ingest options a raw input is read with (the same flags as `sc-data ingest`).
+INGEST = ConfigFlags(IngestOptions, format="format", prefer="prefer", safety_pairs="safety_pairs", split="split")
+Format = choice_enum("Format", FORMAT_NAMES)
+Prefer = INGEST.choices("prefer")
+SafetyPairs = INGEST.choices("safety_pairs")
 
 
 def _parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -80,7 +89,10 @@ class _RateProgress:
 
 @handle_errors
 def score_command(
-    input: Annotated[Path, typer.Argument(help="Canonical pairs Parquet from `sc-data ingest`.", dir_okay=False)],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Raw preference files in any layout ingest reads, or a canonical pairs Parquet.", show_default=False),
+    ],
     output: OutputFile,
     scorer: Annotated[
         list[str] | None, typer.Option("--scorer", "-s", metavar="NAME", help="Scorer to run, repeatable (see `sc-data scorers`).")
@@ -92,6 +104,11 @@ def score_command(
         list[str] | None, typer.Option("--option", metavar="SCORER.KEY=VALUE", help="Scorer option SCORER.KEY=VALUE, repeatable; wins over --config.")
     ] = None,
     config: ConfigFile = None,
+    format: Annotated[Format | None, INGEST.option("format", "--format", "-f")] = None,  # noqa: A002
+    column_map: Annotated[list[str] | None, typer.Option("--map", metavar="CANONICAL=SOURCE", help="Raw inputs: canonical=source column, repeatable (as for ingest).")] = None,
+    prefer: Annotated[Prefer | None, INGEST.option("prefer")] = None,
+    safety_pairs: Annotated[SafetyPairs | None, INGEST.option("safety_pairs")] = None,
+    split: Annotated[str | None, INGEST.option("split")] = None,
     part_rows: Annotated[int, typer.Option(help="Rows per part file (the resume granularity).", min=1)] = DEFAULT_PART_ROWS,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its part files.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output that sc-data wrote.")] = False,
@@ -99,7 +116,11 @@ def score_command(
 ) -> None:
     """Score preference pairs for difficulty and write the scored Parquet plus its manifest.
 
+    Raw inputs are ingested on the way in (into <output stem>.pairs.parquet, rejects beside it).
+
     Examples:
+
+      sc-data score pku_saferlhf.jsonl -o scored.parquet --scorer ref_margin --scorer judge
 
       sc-data score pairs.parquet -o scored.parquet --scorer ref_margin
 
@@ -114,17 +135,24 @@ def score_command(
         if not names:
             raise ConfigError("--model needs at least one --scorer to apply to")
         _model_options(names, model, options)
+    given = {k: v for k, v in INGEST.overrides(locals()).items() if v is not None}
+    if column_map:
+        given["column_map"] = parse_column_map(column_map)
+    ingest = make_options(**given) if given else None
     rank0 = int(os.environ.get("RANK", "0")) == 0
+    run = {"scorers": names, "options": options, "part_rows": part_rows, "resume": resume, "overwrite": overwrite,
+           "config_file": config, "ingest": ingest}
     if rank0 and not as_json:
         with _RateProgress() as bar:
-            result = score(input, output, scorers=names, options=options, part_rows=part_rows, resume=resume, overwrite=overwrite, config_file=config, progress=bar)
+            result = score(inputs, output, **run, progress=bar)
     else:
-        result = score(input, output, scorers=names, options=options, part_rows=part_rows, resume=resume, overwrite=overwrite, config_file=config)
+        result = score(inputs, output, **run)
     if not rank0:
         return
     summary = {
         "output": str(result.output),
         "manifest": str(result.manifest),
+        "pairs": str(result.pairs),
         "rows": result.rows,
         "errors": result.errors,
         "resumed_rows": result.resumed_rows,

@@ -352,6 +352,14 @@ def _materialise_gguf(ref: ModelRef, trust_remote_code: bool) -> Path:
     return target
 
 
+def model_folder(ref: str, *, trust_remote_code: bool = False) -> Path:
+    """A folder ``from_pretrained`` (and a serving engine) reads for ``ref``: GGUF files are converted once and cached."""
+    model_ref = resolve_model_path(ref)
+    if model_ref.gguf_file is not None:
+        return _materialise_gguf(model_ref, trust_remote_code)
+    return model_ref.path
+
+
 def _load_pretrained(
     auto_cls: Any, ref: str, *, device: str, dtype: str, trust_remote_code: bool, attn_implementation: str | None = None
 ) -> tuple[Any, Any, ModelRef]:
@@ -360,9 +368,7 @@ def _load_pretrained(
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     model_ref = resolve_model_path(ref)
-    folder = model_ref.path
-    if model_ref.gguf_file is not None:
-        folder = _materialise_gguf(model_ref, trust_remote_code)
+    folder = _materialise_gguf(model_ref, trust_remote_code) if model_ref.gguf_file is not None else model_ref.path
     try:
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         model = auto_cls.from_pretrained(

@@ -47,6 +47,7 @@ from pydantic import Field, model_validator
 
 from sc_data.errors import ConfigError
 from sc_data.models.loading import Device, DType
+from sc_data.models.served import EndpointOptions
 from sc_data.schema import category_names, taxonomy
 from sc_data.scorers.base import Batch, Scorer, ScorerOptions
 from sc_data.scorers.judge_backends import (
@@ -55,6 +56,7 @@ from sc_data.scorers.judge_backends import (
     Item,
     LocalBackend,
     OpenAIBackend,
+    ProbeBackend,
     Question,
 )
 
@@ -94,10 +96,13 @@ class JudgeScorer(Scorer):
     :meth:`config`, manifests or the cache.
     """
 
-    class Options(ScorerOptions):
-        """Options of :class:`JudgeScorer`; each says which backend it applies to."""
+    class Options(ScorerOptions, EndpointOptions):
+        """Options of :class:`JudgeScorer`; each says which backend it applies to (the endpoint's: openai)."""
 
-        backend: Literal["local", "classifier", "openai"] = Field("local", description="Who judges.")
+        backend: Literal["local", "classifier", "probe", "openai"] = Field(
+            "local", description="Who judges: an instruct LM, a classifier, a fitted probe (sc-data judge fit) or an endpoint.",
+        )
+        probe: str | None = Field(None, description="probe: the folder `sc-data judge fit` wrote.")
         model: str | None = Field(
             None,
             description=f"local: instruct LM (default {DEFAULT_LOCAL_MODEL}); classifier: the classifier; openai: model name.",
@@ -123,21 +128,6 @@ class JudgeScorer(Scorer):
         label_map: dict[str, int] | None = Field(
             None, description="classifier: label name -> severity 0-3."
         )
-        base_url: str | None = Field(
-            None, description="openai: endpoint root, e.g. http://localhost:8000/v1."
-        )
-        api_key_env: str = Field(
-            "OPENAI_API_KEY", description="openai: environment variable holding the API key."
-        )
-        timeout_s: float = Field(60.0, gt=0, description="openai: seconds per request.")
-        max_retries: int = Field(3, ge=0, description="openai: retries on 429/5xx/timeouts.")
-        retry_backoff_s: float = Field(
-            1.0, ge=0, description="openai: first retry delay, doubled each retry."
-        )
-        max_concurrency: int = Field(8, ge=1, description="openai: requests in flight at once.")
-        cache_dir: str | None = Field(
-            None, description="openai: reply cache; default $SC_DATA_CACHE/judge (~/.cache/sc-data/judge)."
-        )
         logprobs: bool = Field(
             True, description="openai: ask for top_logprobs (falls back to parsing if refused)."
         )
@@ -161,6 +151,8 @@ class JudgeScorer(Scorer):
                 bad = {k: v for k, v in self.label_map.items() if v not in range(4)}
                 if bad:
                     raise ValueError(f"label_map severities must be 0, 1, 2 or 3; got {bad}")
+            if (self.backend == "probe") != (self.probe is not None):
+                raise ValueError("backend 'probe' needs probe=<folder from `sc-data judge fit`>, and probe applies to no other backend")
             if self.base_url is not None and self.backend != "openai":
                 raise ValueError(f"base_url applies only to backend 'openai', not {self.backend!r}")
             return self
@@ -233,11 +225,13 @@ class JudgeScorer(Scorer):
         self._opts = opts
 
     @staticmethod
-    def _make_backend(opts: JudgeScorer.Options) -> LocalBackend | ClassifierBackend | OpenAIBackend:
+    def _make_backend(opts: JudgeScorer.Options) -> LocalBackend | ClassifierBackend | ProbeBackend | OpenAIBackend:
         if opts.backend == "local":
             return LocalBackend(opts, model=opts.model or DEFAULT_LOCAL_MODEL)
         if opts.backend == "classifier":
             return ClassifierBackend(opts, model=cast(str, opts.model))  # the options require one
+        if opts.backend == "probe":
+            return ProbeBackend(opts)
         return OpenAIBackend(opts)
 
     def unload(self) -> None:
@@ -309,7 +303,7 @@ class JudgeScorer(Scorer):
         self, batch: Batch, rows: list[int], rejected: list[Item]
     ) -> dict[int, Choice]:
         """Category choice for the rows whose ``category`` is null or ``unknown`` (when the backend can)."""
-        if not self._opts.predict_category or self._opts.backend == "classifier":
+        if not self._opts.predict_category or self._opts.backend in ("classifier", "probe"):
             return {}
         given = batch.get("category") or [None] * len(batch["prompt"])
         todo = [

@@ -7,6 +7,8 @@ backend answers it with probabilities, not parsed free text:
   distribution restricted to the labels' tokens, renormalised.
 - :class:`ClassifierBackend`: a sequence classifier; softmax over its labels, mapped to
   severities (severity only: it has no notion of category).
+- :class:`ProbeBackend`: a linear probe on an encoder's features (``sc-data judge fit``);
+  severity only.
 - :class:`OpenAIBackend`: an OpenAI-compatible ``/chat/completions`` endpoint; the first reply
   token's ``top_logprobs`` when the server gives them, else the first label character of the
   reply (the one place free text is parsed: remote APIs may not expose log-probs).
@@ -17,23 +19,16 @@ stops a batch.
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
-import json
 import math
-import os
-import random
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from sc_data.errors import ConfigError
-from sc_data.io import cache_dir, write_json
 from sc_data.models.chat import Message, classifier_logits, encode_conversations, plain_conversation
 
 if TYPE_CHECKING:
@@ -354,136 +349,98 @@ class ClassifierBackend(_ModelBackend):
         return out
 
 
-class _Retryable(Exception):
-    """A failure worth retrying (429, 5xx, timeout, connection error)."""
+class ProbeBackend:
+    """A probe fitted by ``sc-data judge fit``: one encoder forward per answer and a linear read-out.
 
-
-class OpenAIBackend:
-    """An OpenAI-compatible chat endpoint (OpenAI, vLLM, TGI, Ollama), called with the rubric.
-
-    Requests: ``POST {base_url}/chat/completions`` with temperature 0, ``max_tokens`` 5 and, when
-    ``logprobs`` is on, ``logprobs: true, top_logprobs: 20``. A server that rejects log-probs with
-    HTTP 400 is asked again without them, and not asked for them again. Up to
-    ``max_concurrency`` requests run at once; 429, 5xx, timeouts and connection errors are retried
-    ``max_retries`` times with exponential backoff (``Retry-After`` honoured up to 60 s). Successful
-    replies are cached on disk, one JSON file per key = sha256(base_url, model, question sha,
-    prompt, answer): a re-run sends no request. The API key is read from the environment at
-    load, sent only in the ``Authorization`` header, and never stored.
+    It rates harm severity only (any other question, e.g. the category letters or a refusal
+    rubric, is an error per item). The encoder must be the one the probe was fitted on: its files'
+    hash is checked at load.
     """
 
     def __init__(self, opts: JudgeScorer.Options) -> None:
-        self.base_url = cast(str, opts.base_url).rstrip("/")  # the options require both
-        self.model_name = cast(str, opts.model)
-        self.api_key_env = opts.api_key_env
-        self.timeout_s = opts.timeout_s
-        self.max_retries = opts.max_retries
-        self.retry_backoff_s = opts.retry_backoff_s
-        self.max_concurrency = opts.max_concurrency
-        self.cache_dir = Path(opts.cache_dir).expanduser() if opts.cache_dir else cache_dir("judge")
+        self.folder, self.device, self.batch_size = cast(str, opts.probe), opts.device, opts.batch_size
+
+    def load(self) -> dict[str, Any]:
+        from sc_data.scorers.probe import Encoder, Probe
+
+        self.probe = Probe.load(self.folder)
+        self.encoder = Encoder(self.probe.recipe, device=self.device, batch_size=self.batch_size).load()
+        fitted = (self.probe.info.get("encoder_ref") or {}).get("sha256")
+        if fitted and self.encoder.ref.get("sha256") and fitted != self.encoder.ref["sha256"]:
+            raise ConfigError(
+                f"probe {self.folder!r} was fitted on encoder {self.probe.recipe.encoder!r} with files sha256 {fitted[:16]}…, "
+                f"but that reference now resolves to {self.encoder.ref['sha256'][:16]}…: refit the probe for this encoder"
+            )
+        return {"ref": "probe", "probe": str(self.folder), "encoder": self.encoder.ref}
+
+    def unload(self) -> None:
+        self.__dict__.pop("encoder", None)
+
+    def choose(self, question: Question, items: Sequence[Item]) -> list[Choice]:
+        if question.labels != ("0", "1", "2", "3"):
+            return [_failed("the probe rates harm severity only, not categories")] * len(items)
+        probs = self.probe.predict(self.encoder.features([it.prompt for it in items], [it.answer for it in items]))
+        return [Choice(probs=p, method="probe") for p in probs]
+
+
+class OpenAIBackend:
+    """An OpenAI-compatible chat endpoint (vLLM, TGI, SGLang, llama.cpp, `transformers serve`, OpenAI), asked the rubric.
+
+    Requests: temperature 0, ``max_tokens`` 5 and, when ``logprobs`` is on, ``logprobs: true,
+    top_logprobs: 20``. A server that refuses log-probs (HTTP 400 naming them) is asked again
+    without, and not asked for them again; one that ignores them gets its reply parsed. Transport,
+    retries, concurrency and the reply cache are :class:`sc_data.models.served.ChatEndpoint`'s; a
+    reply is cached only when it yields a severity, so a bad one is asked again on the next run.
+    """
+
+    def __init__(self, opts: JudgeScorer.Options) -> None:
+        from sc_data.models.served import ChatEndpoint
+
+        self.endpoint = ChatEndpoint(opts, model=cast(str, opts.model))  # the options require both
         self.logprobs = opts.logprobs  # turned off for good if the server refuses log-probs
 
     def load(self) -> dict[str, Any]:
-        import httpx
-
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        self._client = httpx.Client(timeout=self.timeout_s, headers=headers)
-        return {"ref": self.model_name, "base_url": self.base_url}
+        self.endpoint.open()
+        return {"ref": self.endpoint.model, "base_url": self.endpoint.base_url}
 
     def unload(self) -> None:
-        client = self.__dict__.pop("_client", None)
-        if client is not None:
-            client.close()
-
-    def _cache_file(self, question: Question, item: Item) -> Path:
-        key = json.dumps(
-            [self.base_url, self.model_name, question.sha256, item.prompt_text, item.answer_text],
-            ensure_ascii=False,
-        )
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-        return self.cache_dir / digest[:2] / f"{digest}.json"
+        self.endpoint.close()
 
     def choose(self, question: Question, items: Sequence[Item]) -> list[Choice]:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            return list(pool.map(lambda it: self._choose_one(question, it), items))
+        return self.endpoint.map(lambda it: self._choose_one(question, it), items)
+
+    def _body(self, content: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"messages": [{"role": "user", "content": content}], "temperature": 0, "max_tokens": 5}
+        if self.logprobs:
+            body.update(logprobs=True, top_logprobs=20)
+        return body
 
     def _choose_one(self, question: Question, item: Item) -> Choice:
-        cache = self._cache_file(question, item)
-        if cache.is_file():
+        from sc_data.models.served import EndpointError
+
+        content = question.fill(item.prompt_text, item.answer_text)
+
+        def usable(reply: dict[str, Any]) -> bool:
             try:
-                return _reply_to_choice(json.loads(cache.read_text("utf-8")), question.labels)
+                return _reply_to_choice(reply, question.labels).error is None
             except (ValueError, KeyError, TypeError, IndexError):
-                pass  # a damaged cache entry is re-fetched
+                return False
+
         try:
-            reply = self._request(question.fill(item.prompt_text, item.answer_text))
-        except _Retryable as e:
-            return _failed(f"judge endpoint failed after {self.max_retries} retries: {e}")
-        except ValueError as e:
-            return _failed(f"judge endpoint gave an unusable reply: {e}")
-        try:
-            choice = _reply_to_choice(reply, question.labels)
-        except (ValueError, KeyError, TypeError, IndexError) as e:
-            return _failed(
-                f"judge endpoint gave a malformed reply ({type(e).__name__}: {e}): {str(reply)[:200]}"
-            )
-        if choice.error is None:
-            write_json(reply, cache)
-        return choice
-
-    def _request(self, content: str) -> dict[str, Any]:
-        """POST one chat completion, with retries; return the decoded JSON reply.
-
-        Raises:
-            _Retryable: still failing after the retries.
-            ValueError: a non-retryable HTTP error or a reply that is not JSON.
-        """
-        import httpx
-
-        attempt = 0
-        while True:
-            body: dict[str, Any] = {
-                "model": self.model_name,
-                "messages": [{"role": "user", "content": content}],
-                "temperature": 0,
-                "max_tokens": 5,
-            }
-            if self.logprobs:
-                body.update(logprobs=True, top_logprobs=20)
-            wait = None
             try:
-                resp = self._client.post(f"{self.base_url}/chat/completions", json=body)
-            except (httpx.TimeoutException, httpx.TransportError) as e:
-                problem: Exception = _Retryable(f"{type(e).__name__}: {e or 'timed out'}")
-            else:
-                if resp.status_code == 400 and self.logprobs and "logprob" in resp.text.lower():
-                    self.logprobs = False  # this server has no log-probs: parse replies from now on
-                    continue
-                if resp.status_code == 429 or resp.status_code >= 500:
-                    problem = _Retryable(f"HTTP {resp.status_code}: {resp.text[:200]}")
-                    wait = _retry_after(resp.headers.get("retry-after"))
-                elif resp.status_code != 200:
-                    raise ValueError(f"HTTP {resp.status_code}: {resp.text[:200]}")
-                else:
-                    try:
-                        return resp.json()
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"reply is not JSON ({e}): {resp.text[:200]!r}") from e
-            if attempt >= self.max_retries:
-                raise problem
-            backoff = (
-                self.retry_backoff_s * 2**attempt * (1 + 0.1 * random.random())
-            )  # jitter spreads retries
-            time.sleep(wait if wait is not None else backoff)
-            attempt += 1
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return min(float(value), 60.0) if value is not None else None
-    except ValueError:
-        return None
+                reply = self.endpoint.complete(self._body(content), keep=usable)
+            except EndpointError as e:
+                if not (self.logprobs and e.status == 400 and "logprob" in e.body.lower()):
+                    raise
+                self.logprobs = False  # this server has no log-probs: parse replies from now on
+                reply = self.endpoint.complete(self._body(content), keep=usable)
+        except EndpointError as e:
+            what = "gave an unusable reply" if e.status == 200 else f"failed after {self.endpoint.options.max_retries} retries"
+            return _failed(f"judge endpoint {what}: {e}")
+        try:
+            return _reply_to_choice(reply, question.labels)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            return _failed(f"judge endpoint gave a malformed reply ({type(e).__name__}: {e}): {str(reply)[:200]}")
 
 
 def _reply_to_choice(reply: dict[str, Any], labels: tuple[str, ...]) -> Choice:

@@ -82,6 +82,7 @@ class ScoreResult:
         errors: scorer name -> rows that got an error message.
         resumed_rows: rows this process took from existing parts instead of scoring.
         rank / world_size: this process's place in a data-parallel run.
+        pairs: the canonical pairs that were scored (the input, or what raw inputs were ingested into).
     """
 
     output: Path
@@ -91,6 +92,7 @@ class ScoreResult:
     resumed_rows: int = 0
     rank: int = 0
     world_size: int = 1
+    pairs: Path | None = None
 
 
 def parts_dir(output: Path) -> Path:
@@ -316,19 +318,11 @@ def _canonical_fields(table: pa.Table) -> pa.Table:
 
 
 def _read_pairs(input_path: Path, scorers: list[Scorer]) -> pa.Table:
-    """The canonical pairs to score, checked to have none of the scorers' output columns.
+    """The canonical pairs to score (a file :func:`pairs_to_score` chose), checked to have none of the scorers' output columns.
 
     Raises:
-        InputError: missing, not Parquet, or not canonical. ConfigError: an output column exists.
+        InputError: unreadable or not canonical. ConfigError: an output column exists.
     """
-    if not input_path.is_file():
-        raise InputError(f"input {str(input_path)!r} does not exist; pass a pairs Parquet written by `sc-data ingest`")
-    with open(input_path, "rb") as fh:
-        if fh.read(4) != b"PAR1":
-            raise InputError(
-                f"{str(input_path)!r} is not a Parquet file; score reads the canonical pairs that `sc-data ingest` "
-                f"writes: run `sc-data ingest {input_path} -o pairs.parquet` first"
-            )
     try:
         table = _canonical_fields(validate_table(pq.read_table(input_path), where=str(input_path)))
     except (pa.ArrowInvalid, OSError) as e:
@@ -339,6 +333,58 @@ def _read_pairs(input_path: Path, scorers: list[Scorer]) -> pa.Table:
             f"input {str(input_path)!r} already has column(s) {clash}; drop them first or score a table without them"
         )
     return table
+
+
+def pairs_path(output: Path) -> Path:
+    """Where ``score`` writes the pairs it ingested from raw inputs: ``scored.parquet`` -> ``scored.pairs.parquet``."""
+    return output.with_name(f"{output.stem}.pairs.parquet")
+
+
+def _is_canonical(path: Path) -> bool:
+    """A Parquet file with the canonical pair columns (what `sc-data ingest` writes), judged from its schema."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PAR1":
+            return False
+    try:
+        names = set(pq.read_schema(path).names)
+    except (pa.ArrowInvalid, OSError):
+        return False
+    return set(pair_schema().names) <= names
+
+
+def _ingested_already(pairs: Path, inputs: list[str], options: Any) -> bool:
+    """Whether ``pairs`` is this very ingest's output (same input hashes and options): a resume keeps it."""
+    from sc_data.ingest.readers import resolve
+    from sc_data.manifest import read_manifest
+
+    if not (pairs.is_file() and manifest_path(pairs).is_file()):
+        return False
+    manifest = read_manifest(manifest_path(pairs))
+    done = [i.get("sha256") for i in manifest.get("inputs", [])]
+    return done == [resolve(spec).sha256() for spec in inputs] and manifest.get("recipe") == {"step": "ingest", **options.model_dump()}
+
+
+def pairs_to_score(
+    inputs: list[str], output: Path, ingest_options: Any, *, resume: bool, overwrite: bool, ranks: _Ranks,
+) -> Path:
+    """The canonical pairs Parquet to score: the input itself, or raw inputs ingested on the way in.
+
+    Raw inputs (anything but one canonical pairs Parquet) go through ``sc-data ingest`` with
+    ``ingest_options`` into :func:`pairs_path` (its rejects and manifest beside it), on rank 0;
+    a resume keeps that file when it came from the same inputs and options.
+    """
+    from sc_data.ingest import ingest, make_options
+
+    if len(inputs) == 1 and ingest_options is None and _is_canonical(Path(inputs[0])):
+        return Path(inputs[0])
+    options = ingest_options if ingest_options is not None else make_options()
+    pairs = pairs_path(output)
+    if ranks.rank == 0 and not (resume and _ingested_already(pairs, inputs, options)):
+        ingest(inputs, pairs, options=options, overwrite=overwrite or resume)
+    ranks.wait()
+    return pairs
 
 
 def _saved_configs(scorers: list[Scorer], folder: Path) -> dict[str, dict[str, Any]]:
@@ -405,7 +451,7 @@ def _write_manifest(
 
 
 def score(
-    input: str | os.PathLike[str],
+    input: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     *,
     scorers: Sequence[str | Scorer],
@@ -414,12 +460,16 @@ def score(
     resume: bool = False,
     overwrite: bool = False,
     config_file: str | os.PathLike[str] | None = None,
+    ingest: Any = None,
     progress: Progress | None = None,
 ) -> ScoreResult:
     """Score every pair of ``input`` and write ``output`` (input columns + score columns) and its manifest.
 
     Args:
-        input: canonical pairs Parquet (from ``sc-data ingest``).
+        input: a canonical pairs Parquet (from ``sc-data ingest``), or raw preference files in any
+            layout ingest reads: those are ingested on the way in into ``<output stem>.pairs.parquet``
+            (rejects and manifest beside it), and the scored manifest chains their counts
+            (``counts.input.rows_in`` raw rows = scored rows + ``counts.input.rows_rejected``).
         output: scored Parquet to write; parts go to ``<output>.parts/`` meanwhile.
         scorers: scorer names (see ``sc-data scorers``) or ready :class:`Scorer` instances.
         options: scorer name -> options; they win over ``config_file``'s.
@@ -427,6 +477,8 @@ def score(
             call), >= 1.
         resume: continue from the parts of an interrupted run with the same configuration.
         overwrite: replace an existing ``output`` (only one an sc-data manifest lists).
+        ingest: :class:`sc_data.ingest.IngestOptions` for raw inputs (format, column map, prefer,
+            safety pairs); given, even a canonical Parquet input is ingested again with them.
         config_file: YAML ``{scorers: {name: {option: value}}}``; its scorers run when
             ``scorers`` is empty.
         progress: called as ``progress(rows_done, rows_total)`` over this process's parts.
@@ -439,14 +491,16 @@ def score(
         ConfigError: bad scorer names / options, a resume with a different configuration, or an
             existing output without ``overwrite``.
     """
-    input_path, output_path = Path(input), Path(output)
+    output_path = Path(output)
+    inputs = [str(input)] if isinstance(input, (str, os.PathLike)) else [str(i) for i in input]
     if isinstance(part_rows, bool) or not isinstance(part_rows, int) or part_rows < 1:
         raise ConfigError(f"part_rows must be an integer >= 1; got {part_rows!r}")
     built = build_scorers(*scorer_options(scorers, options, config_file))
     claim_output_files([output_path], manifest_path(output_path), overwrite=overwrite)
+    ranks = _Ranks()
+    input_path = pairs_to_score(inputs, output_path, ingest, resume=resume, overwrite=overwrite, ranks=ranks)
     table = _read_pairs(input_path, built)
 
-    ranks = _Ranks()
     input_sha = sha256_file(input_path)
     config_hash = _config_hash(input_sha, built, part_rows)
     folder = parts_dir(output_path)
@@ -471,7 +525,7 @@ def score(
         configs = _score_parts(table, order, built, todo, folder, report) if todo else None
         ranks.wait()
         result = ScoreResult(output_path, manifest_path(output_path), table.num_rows, resumed_rows=resumed,
-                             rank=ranks.rank, world_size=ranks.world_size)
+                             rank=ranks.rank, world_size=ranks.world_size, pairs=input_path)
         if ranks.rank == 0:
             merged = _merge(table, folder, built, order)
             result.errors = {s.name: merged.column(f"{s.name}__error").length() - merged.column(f"{s.name}__error").null_count

@@ -11,6 +11,13 @@ answer does not depend on which rows share its batch, on resuming or on sharding
 sees the prompt chat-templated with the generation prompt, left-truncated to
 ``max_prompt_length`` tokens.
 
+With ``backend: openai`` the answers come from an OpenAI-compatible server instead (vLLM, SGLang,
+TGI, llama.cpp, `transformers serve`): one chat completion per row with the same temperature,
+top-p, ``max_tokens`` = ``max_new_tokens`` and ``seed`` = the row's seed (``top_k`` only when
+given: not every server takes it), concurrent, retried and cached by the full request
+(:mod:`sc_data.models.served`). Whether a server honours ``seed`` is the server's business; the
+cache makes a re-run or a resume return the same answers either way.
+
 MiniLM reads at most 256 word pieces (``encoder_max_tokens`` in :meth:`config`): longer texts are
 embedded from their start only, and the row is flagged in ``similarity__truncated``.
 
@@ -31,14 +38,17 @@ import hashlib
 from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sc_data.errors import ConfigError
 from sc_data.models.loading import Device, DType
+from sc_data.models.served import EndpointOptions
 from sc_data.scorers.base import Batch, Scorer, ScorerOptions
 
 DEFAULT_GENERATOR = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "all-minilm-l6-v2"
+#: Top-k of local sampling when none is given: transformers' default, which the paper's code kept.
+LOCAL_TOP_K = 50
 
 
 def row_seed(seed: int, row_id: str) -> int:
@@ -64,11 +74,14 @@ class SimilarityScorer(Scorer):
     Options: see :class:`SimilarityScorer.Options`.
     """
 
-    class Options(ScorerOptions):
+    class Options(ScorerOptions, EndpointOptions):
         """Options of :class:`SimilarityScorer`."""
 
+        backend: Literal["local", "openai"] = Field(
+            "local", description="Who generates: local (transformers generate) or openai (a served engine at base_url)."
+        )
         model: str = Field(
-            DEFAULT_GENERATOR, description="The unaligned model that answers the prompts."
+            DEFAULT_GENERATOR, description="The unaligned model that answers the prompts (openai: its served name)."
         )
         encoder: str = Field(
             DEFAULT_ENCODER, description="Sentence encoder (the paper: all-MiniLM-L6-v2)."
@@ -77,17 +90,28 @@ class SimilarityScorer(Scorer):
             512, ge=1, description="Tokens generated per answer (the paper: 512)."
         )
         temperature: float = Field(0.7, gt=0, description="Sampling temperature (the paper: 0.7).")
-        top_k: int = Field(50, ge=0, description="Top-k sampling; 0 turns it off.")
+        top_k: int | None = Field(
+            None, ge=0, description="Top-k sampling; 0 turns it off. None: 50 locally (transformers' default, kept by the "
+            "paper's code), the engine's own default when served (not every server takes top_k).",
+        )
         top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; 1.0 turns it off.")
         seed: int = Field(0, description="Base seed; each row samples under row_seed(seed, id).")
-        max_prompt_length: int = Field(512, ge=8, description="Prompt tokens kept (from the end).")
+        max_prompt_length: int = Field(512, ge=8, description="local: prompt tokens kept (from the end).")
         generated_column: str | None = Field(
             None, description="Column holding answers already generated: skip generation."
         )
         batch_size: int = Field(32, ge=1, description="Texts per encoder batch.")
-        device: Device = Field("auto", description="Where the models run.")
-        dtype: DType = Field("auto", description="The generator's dtype; auto = bf16 on CUDA.")
-        trust_remote_code: bool = Field(False, description="Run the generator repository's own code.")
+        device: Device = Field("auto", description="Where the models run (openai: the encoder only).")
+        dtype: DType = Field("auto", description="local: the generator's dtype; auto = bf16 on CUDA.")
+        trust_remote_code: bool = Field(False, description="local: run the generator repository's own code.")
+
+        @model_validator(mode="after")
+        def _endpoint(self) -> SimilarityScorer.Options:
+            if self.backend == "openai" and self.base_url is None:
+                raise ValueError("backend 'openai' needs base_url, e.g. base_url=http://localhost:8000/v1 (and model=<served name>)")
+            if self.backend == "local" and self.base_url is not None:
+                raise ValueError("base_url applies only to backend 'openai'; add backend=openai")
+            return self
 
     name: ClassVar[str] = "similarity"
     fields: ClassVar[dict[str, str]] = {
@@ -109,13 +133,27 @@ class SimilarityScorer(Scorer):
             out["model_ref"] = self._refs
         return out
 
+    def _openai_body(self, prompt: list[dict[str, str]], row_id: str) -> dict[str, Any]:
+        opts = self._opts
+        body: dict[str, Any] = {"messages": list(prompt), "temperature": opts.temperature, "top_p": opts.top_p,
+                                "max_tokens": opts.max_new_tokens, "seed": row_seed(opts.seed, row_id)}
+        if opts.top_k is not None:
+            body["top_k"] = opts.top_k
+        return body
+
     def load(self) -> None:
         """Load the encoder, and the generator unless answers come from ``generated_column``."""
         from sc_data.models.loading import load_causal_lm, load_sentence_encoder
 
         opts = cast(SimilarityScorer.Options, self.validate())
         self._refs: dict[str, Any] = {}
-        if opts.generated_column is None:
+        if opts.generated_column is None and opts.backend == "openai":
+            from sc_data.models.served import ChatEndpoint
+
+            self._endpoint = ChatEndpoint(opts, model=opts.model)
+            self._endpoint.open()
+            self._refs["generator"] = self._endpoint.describe()
+        elif opts.generated_column is None:
             model, tokenizer, ref = load_causal_lm(
                 opts.model,
                 device=opts.device,
@@ -134,11 +172,18 @@ class SimilarityScorer(Scorer):
 
     def unload(self) -> None:
         """Drop the generator and the encoder."""
+        endpoint = self.__dict__.pop("_endpoint", None)
+        if endpoint is not None:
+            endpoint.close()
         for attr in ("_generator", "_tokenizer", "_encoder"):
             self.__dict__.pop(attr, None)
 
     def generate(self, prompt: list[dict[str, str]], row_id: str) -> str:
         """Sample the generator's answer to ``prompt`` under the row's own seed (batch-independent)."""
+        if "_endpoint" in vars(self):
+            from sc_data.models.served import reply_text
+
+            return reply_text(self._endpoint.complete(self._openai_body(prompt, row_id))).strip()
         import torch
 
         tok, model, opts = self._tokenizer, self._generator, self._opts
@@ -154,7 +199,7 @@ class SimilarityScorer(Scorer):
                 attention_mask=torch.ones_like(input_ids),
                 do_sample=True,
                 temperature=opts.temperature,
-                top_k=opts.top_k or None,
+                top_k=(LOCAL_TOP_K if opts.top_k is None else opts.top_k) or None,
                 top_p=opts.top_p,
                 max_new_tokens=opts.max_new_tokens,
                 pad_token_id=tok.pad_token_id,
@@ -179,8 +224,8 @@ class SimilarityScorer(Scorer):
                 f"similarity generated_column {gen_col!r} is not in the table (columns: {sorted(batch)}); "
                 "name the column that holds the generated answers, or leave it unset to generate them"
             )
-        texts: dict[int, tuple[str, str, str]] = {}
-        for i in range(n):
+        def row_texts(i: int) -> tuple[str, str, str] | str:
+            """(answer, chosen, rejected) of row i, or why it has none: one row's failure stays in that row."""
             try:
                 if gen_col is not None:
                     answer = batch[gen_col][i]
@@ -190,12 +235,18 @@ class SimilarityScorer(Scorer):
                     answer = self.generate(batch["prompt"][i], str(batch["id"][i]))
                 chosen = "\n\n".join(m["content"] for m in batch["chosen"][i])
                 rejected = "\n\n".join(m["content"] for m in batch["rejected"][i])
-            except (
-                Exception
-            ) as e:  # one row's failure (bad messages, generation error) stays in that row
-                out["similarity__error"][i] = f"{type(e).__name__}: {e}"
-                continue
-            texts[i] = (answer, chosen, rejected)
+            except Exception as e:  # noqa: BLE001 - bad messages, a generation or endpoint error
+                return f"{type(e).__name__}: {e}"
+            return answer, chosen, rejected
+
+        served = "_endpoint" in vars(self) and gen_col is None
+        results = self._endpoint.map(row_texts, range(n)) if served else [row_texts(i) for i in range(n)]
+        texts: dict[int, tuple[str, str, str]] = {}
+        for i, result in enumerate(results):
+            if isinstance(result, str):
+                out["similarity__error"][i] = result
+            else:
+                texts[i] = result
         if not texts:
             return out
         rows = list(texts)

@@ -388,7 +388,6 @@ def _openai(server, tmp_path, monkeypatch, **kwargs) -> JudgeScorer:
         "model": "judge-model",
         "api_key_env": "SC_TEST_JUDGE_KEY",
         "cache_dir": str(tmp_path / "cache"),
-        "retry_backoff_s": 0.01,
         "max_retries": 2,
         "timeout_s": 5.0,
         "predict_category": False,
@@ -432,7 +431,7 @@ class TestOpenAIJudge:
             errors[0]
             == 'rejected: judge endpoint failed after 1 retries: HTTP 500: {"error": "boom"}'
         )
-        assert errors[1].startswith("rejected: judge endpoint failed after 1 retries: ReadTimeout")
+        assert errors[1] == "rejected: judge endpoint failed after 1 retries: APITimeoutError: Request timed out."
         assert errors[2].startswith(
             "rejected: judge endpoint gave an unusable reply: reply is not JSON"
         )

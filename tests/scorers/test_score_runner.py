@@ -78,7 +78,7 @@ class TestWiring:
             score(first, tmp_path / "again.parquet", scorers=[LengthScorer()])
 
     def test_missing_input(self, tmp_path: Path) -> None:
-        with pytest.raises(ValueError, match=r"does not exist; pass a pairs Parquet written by `sc-data ingest`"):
+        with pytest.raises(ValueError, match=r"input file .*none.parquet does not exist; check the path"):
             score(tmp_path / "none.parquet", tmp_path / "o.parquet", scorers=[LengthScorer()])
 
     @staticmethod

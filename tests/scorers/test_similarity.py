@@ -156,6 +156,12 @@ class TestContract:
         ):
             SimilarityScorer(temperature=0).load()
 
+    def test_served_backend_needs_an_endpoint(self):
+        with pytest.raises(ConfigError, match=r"backend 'openai' needs base_url"):
+            SimilarityScorer(backend="openai").validate()
+        with pytest.raises(ConfigError, match=r"base_url applies only to backend 'openai'"):
+            SimilarityScorer(base_url="http://localhost:8000/v1").validate()
+
     def test_bad_row_is_kept_with_error(self, scorer):
         batch = copy.deepcopy(BATCH)
         batch["chosen"][0] = [{"role": "assistant"}]
