@@ -25,7 +25,7 @@ from sc_data.train.config import TrainConfig
 
 FLAGS = ConfigFlags(
     TrainConfig,
-    preset="preset", model="model.name", device="model.device", dtype="model.dtype", seed="seed",
+    preset="preset", engine="engine", model="model.name", device="model.device", dtype="model.dtype", seed="seed",
     gradient_checkpointing="model.gradient_checkpointing", attn_implementation="model.attn_implementation",
     schedule="curriculum.schedule", max_steps_per_stage="curriculum.max_steps_per_stage",
     epochs_per_stage="curriculum.epochs_per_stage", competence="curriculum.competence",
@@ -44,6 +44,7 @@ Loss = FLAGS.choices("loss")
 LrSchedule = FLAGS.choices("lr_schedule")
 DType = FLAGS.choices("dtype")
 Preset = FLAGS.choices("preset")
+Engine = FLAGS.choices("engine")
 Attention = FLAGS.choices("attn_implementation")
 Template = FLAGS.choices("template")
 
@@ -54,6 +55,7 @@ def train_command(
     output: OutputDir,
     model: Annotated[str | None, FLAGS.option("model", "--model", "-m")] = None,
     preset: Annotated[Preset | None, FLAGS.option("preset")] = None,
+    engine: Annotated[Engine | None, FLAGS.option("engine")] = None,
     schedule: Annotated[Schedule | None, FLAGS.option("schedule")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in the output folder.")] = False,
     max_steps_per_stage: Annotated[int | None, FLAGS.option("max_steps_per_stage")] = None,
@@ -101,6 +103,8 @@ def train_command(
       sc-data train staged/ -o runs/sc --config train.yaml --resume
 
       sc-data train staged/ -o runs/paper --preset paper
+
+      sc-data train staged/ -o runs/trl --engine trl --lora
 
       accelerate launch --num_processes 8 $(which sc-data) train staged/ -o runs/sc
     """

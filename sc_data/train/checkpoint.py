@@ -15,6 +15,7 @@ kept checkpoint names is removed with them.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -25,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sc_data.errors import InputError
-from sc_data.io import temp_dir_beside, write_json
+from sc_data.errors import ConfigError, InputError
+from sc_data.io import temp_dir_beside, write_json, write_text
 
 CKPT_RE = re.compile(r"^ckpt-(\d{7})$")
 REFERENCE_RE = re.compile(r"^reference-g(\d{4})$")
@@ -166,3 +167,44 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         "trainer_state": state,
         "reference": reference,
     }
+
+
+def check_run_folder(output: Path, *, resume: bool) -> None:
+    """Refuse to train into a file, over a run without ``resume``, or into a folder sc-data did not write."""
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output {str(output)!r} is a file; a training run is a folder: pass a new folder path")
+    if not resume and ((output / "metrics.jsonl").exists() or latest_checkpoint(output) is not None):
+        raise ConfigError(f"{str(output)!r} already holds a training run; pass resume=True (--resume) or choose a new output folder")
+    if output.is_dir() and any(output.iterdir()) and not (output / "train_config.json").is_file():
+        raise ConfigError(
+            f"{str(output)!r} holds files that are not an sc-data training run ({sorted(p.name for p in output.iterdir())[:5]}); "
+            "train into a new or empty folder"
+        )
+
+
+def truncate_metrics(path: Path, global_step: int) -> None:
+    """Drop metric lines past the checkpoint a run resumes from (a torn last line with them)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text("utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record["step"] <= global_step:
+            kept.append(line)
+    write_text("".join(line + "\n" for line in kept), path)
+
+
+def save_final(output: Path, model: Any, tokenizer: Any, config: dict[str, Any]) -> Path:
+    """``output/final``: the trained model (safetensors), its tokenizer and the run's config, swapped in atomically."""
+    final = output / "final"
+    tmp = temp_dir_beside(final)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    write_json(config, tmp / "train_config.json")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final

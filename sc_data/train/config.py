@@ -175,6 +175,9 @@ class TrainConfig(_Section):
         "none", description="Start from a bundle of settings (paper: the reference code's); explicit keys win."
     )
     seed: int = Field(0, description="Seed of every random choice; same seed, same run.")
+    engine: Literal["native", "trl"] = Field(
+        "native", description="Training loop: native (sc-data's packed prompt-once loop) or trl (TRL's DPOTrainer, same curriculum)."
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     loss: LossConfig = Field(default_factory=LossConfig)

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from sc_data.errors import InputError
 from sc_data.stage.folder import StagedData, read_staged
 
 STORED_CHOSEN = "ref_margin__chosen_logp"
@@ -38,6 +39,18 @@ def load_staged(ref: str | Path, *, verify: bool = True) -> StagedData:
     from sc_data.hub import resolve_dataset
 
     return read_staged(resolve_dataset(ref), verify_files=verify)
+
+
+def curriculum_columns(train: pa.Table) -> tuple[list[str], list[float], list[int]]:
+    """The training rows' ids, difficulties and tiers, which every schedule needs.
+
+    Raises:
+        InputError: a column is missing (the table was not written by ``sc-data stage``).
+    """
+    for name in ("id", "difficulty", "tier"):
+        if name not in train.column_names:
+            raise InputError(f"the staged training rows have no {name!r} column; re-run `sc-data stage` to add it")
+    return [str(x) for x in train.column("id").to_pylist()], train.column("difficulty").to_pylist(), train.column("tier").to_pylist()
 
 
 def messages(table: pa.Table, column: str) -> list[list[dict[str, str]]]:

@@ -36,20 +36,21 @@ def disable_dropout(model: nn.Module) -> None:
 
 
 def with_adapter(base: nn.Module, lora: LoraConfig, *, seed: int) -> nn.Module:
-    """``base`` wrapped in a fresh LoRA adapter: seeded init, fp32 adapter weights whatever the base's dtype."""
+    """``base`` wrapped in a fresh LoRA adapter built from our :class:`LoraConfig` (see :func:`with_peft_adapter`)."""
     from peft import LoraConfig as PeftLoraConfig
+
+    config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                            target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    return with_peft_adapter(base, config, seed=seed)
+
+
+def with_peft_adapter(base: nn.Module, peft_config: Any, *, seed: int) -> nn.Module:
+    """``base`` wrapped in a fresh adapter: seeded init, fp32 adapter weights whatever the base's dtype."""
     from peft import get_peft_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = get_peft_model(
-            base,
-            PeftLoraConfig(
-                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
-            ),
-            autocast_adapter_dtype=True,
-        )
+        model = get_peft_model(base, peft_config, autocast_adapter_dtype=True)
     for param in model.parameters():
         if param.requires_grad:
             param.data = param.data.float()

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,20 +30,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from sc_data.errors import ConfigError, InputError
-from sc_data.io import temp_dir_beside, write_json, write_text
+from sc_data.errors import ConfigError
+from sc_data.io import write_json
 from sc_data.train.cat_dpo import CatDPOController, unsafe_rates
 from sc_data.train.checkpoint import (
+    check_run_folder,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
+    save_final,
     save_reference,
     set_rng_states,
+    truncate_metrics,
 )
 from sc_data.train.config import OptimConfig, TrainConfig
 from sc_data.train.curriculum import Stage, StageSampler, build_stages, rank_slice
 from sc_data.train.data import (
     categories_of,
+    curriculum_columns,
     length_grouped,
     load_staged,
     pair_length,
@@ -117,21 +120,6 @@ def lr_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig, steps: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _truncate_metrics(path: Path, global_step: int) -> None:
-    """Drop metric lines past the checkpoint a run resumes from (a torn last line with them)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text("utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record["step"] <= global_step:
-            kept.append(line)
-    write_text("".join(line + "\n" for line in kept), path)
-
-
 class RefCache:
     """Reference log-probs of the training rows the current reference has seen, on the device.
 
@@ -178,24 +166,12 @@ class CurriculumDPO:
     # ------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
         """Accelerator, data, policy and reference, curriculum, then the checkpoint to resume from."""
-        self._check_output()
+        check_run_folder(self.output, resume=self.resume)
         self._setup_accelerator()
         self._setup_data()
         self._setup_policy()
         self._setup_curriculum()
         self._setup_state()
-
-    def _check_output(self) -> None:
-        out = self.output
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"output {str(out)!r} is a file; a training run is a folder: pass a new folder path")
-        if not self.resume and ((out / "metrics.jsonl").exists() or latest_checkpoint(out) is not None):
-            raise ConfigError(f"{str(out)!r} already holds a training run; pass resume=True (--resume) or choose a new output folder")
-        if out.is_dir() and any(out.iterdir()) and not (out / "train_config.json").is_file():
-            raise ConfigError(
-                f"{str(out)!r} holds files that are not an sc-data training run ({sorted(p.name for p in out.iterdir())[:5]}); "
-                "train into a new or empty folder"
-            )
 
     def _setup_accelerator(self) -> None:
         from accelerate import Accelerator
@@ -232,14 +208,8 @@ class CurriculumDPO:
         from sc_data.models.logprob import HH_TEMPLATE, PairTokenizer, TruncationConfig
 
         self.staged = load_staged(self.data)
-        train = self.staged.train
-        for name in ("id", "difficulty", "tier"):
-            if name not in train.column_names:
-                raise InputError(f"the staged training rows have no {name!r} column; re-run `sc-data stage` to add it")
-        self.train_ids = [str(x) for x in train.column("id").to_pylist()]
-        self.difficulty = train.column("difficulty").to_pylist()
-        self.tiers = train.column("tier").to_pylist()
-        self.train_cats = categories_of(train)
+        self.train_ids, self.difficulty, self.tiers = curriculum_columns(self.staged.train)
+        self.train_cats = categories_of(self.staged.train)
         self.template = HH_TEMPLATE if self.config.data.template == "hh" else None
         self.truncation = TruncationConfig(max_length=self.config.data.max_length, max_prompt_length=self.config.data.max_prompt_length)
 
@@ -319,7 +289,7 @@ class CurriculumDPO:
         if self.accelerator.is_main_process:
             self.output.mkdir(parents=True, exist_ok=True)
             write_json(self.resolved, self.output / "train_config.json")
-            _truncate_metrics(self.metrics_path, self.counters.global_step)
+            truncate_metrics(self.metrics_path, self.counters.global_step)
         self.accelerator.wait_for_everyone()
 
     def _restore(self, checkpoint: Path) -> None:
@@ -540,18 +510,10 @@ class CurriculumDPO:
         self.accelerator.wait_for_everyone()
 
     def _save_final(self) -> Path:
-        final = self.output / "final"
         if self.accelerator.is_main_process:
-            merged = self.policy.merged()
-            tmp = temp_dir_beside(final)
-            merged.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            write_json(self.resolved, tmp / "train_config.json")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            save_final(self.output, self.policy.merged(), self.tokenizer, self.resolved)
         self.accelerator.wait_for_everyone()
-        return final
+        return self.output / "final"
 
     # -------------------------------------------------------------------------------- the loop
     def train(self) -> TrainResult:
@@ -593,7 +555,8 @@ def train(data: str | Path, output: str | Path, config: TrainConfig, *, resume: 
         output: run folder: ``train_config.json``, ``metrics.jsonl``, ``run_info.json`` (where stage
             0's reference log-probs came from: ``stage0_reference.source`` is ``stored``, ``live``
             or ``per_step``, with the reason), ``checkpoints/``, ``final/``.
-        config: the resolved :class:`TrainConfig`.
+        config: the resolved :class:`TrainConfig`; ``engine`` picks the native loop or TRL's
+            ``DPOTrainer`` (:mod:`sc_data.train.trl_engine`), same curriculum and run folder.
         resume: continue from the latest checkpoint in ``output`` (exactly: same batches, same
             optimizer and scheduler state, same reference and reference log-probs).
         progress: called after each optimizer step (the CLI draws a progress bar with it).
@@ -609,4 +572,8 @@ def train(data: str | Path, output: str | Path, config: TrainConfig, *, resume: 
         >>> cfg = TrainConfig.from_dict({"model": {"name": "smollm2-135m-instruct"}})
         >>> train("staged/", "runs/sc", cfg)  # doctest: +SKIP
     """
+    if config.engine == "trl":
+        from sc_data.train.trl_engine import train_trl
+
+        return train_trl(data, output, config, resume=resume, progress=progress)
     return CurriculumDPO(data, output, config, resume=resume, progress=progress).train()

@@ -35,11 +35,23 @@ def staged_table(n: int = 48, seed: int = 0) -> pa.Table:
     return table.append_column("difficulty", pa.array(difficulty, pa.float64()))
 
 
-def write_staged(path: Path, n: int = 48, *, n_eval: int = 8, n_dev: int = 8, seed: int = 0) -> Path:
-    """Write ``n`` pairs as a staged folder: eval and dev held out, the rest in 3 equal tiers."""
+def write_staged(path: Path, n: int = 48, *, n_eval: int = 8, n_dev: int = 8, seed: int = 0, flip_dev: str | None = None) -> Path:
+    """Write ``n`` pairs as a staged folder: eval and dev held out, the rest in 3 equal tiers.
+
+    ``flip_dev``: swap chosen and rejected in the dev pairs of this category, so a policy that
+    learns the training pairs gets worse on them (Cat-DPO's unsafe rate rises there).
+    """
     from sc_data.stage.export import ExportConfig, export
 
     table = staged_table(n, seed)
+    if flip_dev is not None:
+        rows = table.to_pylist()
+        for i in range(n_eval, n_eval + n_dev):
+            if rows[i]["category"] == flip_dev:
+                r = rows[i]
+                r["chosen"], r["rejected"] = r["rejected"], r["chosen"]
+                r["id"] = pair_id(r["prompt"], r["chosen"], r["rejected"])
+        table = pa.Table.from_pylist(rows, schema=table.schema)
     diff = np.asarray(table.column("difficulty").to_pylist())
     order = np.arange(n)
     eval_rows, dev_rows, train_rows = order[:n_eval], order[n_eval : n_eval + n_dev], order[n_eval + n_dev :]

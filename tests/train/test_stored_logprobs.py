@@ -14,8 +14,7 @@ from tests.train.conftest import tiny_config
 MAX_LENGTH, MAX_PROMPT = 64, 32
 
 
-@pytest.fixture(scope="module")
-def scored_staged(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_scored_staged(model_dir: Path, root: Path) -> Path:
     """24 pairs scored by the real ref_margin scorer on the tiny model, then staged in 3 tiers."""
     import pyarrow as pa
 
@@ -25,14 +24,18 @@ def scored_staged(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     from sc_data.stage.pipeline import stage
     from tests.train.conftest import staged_table
 
-    root = tmp_path_factory.mktemp("stored")
     schema = pair_schema()
     rows = staged_table(24).to_pylist()
     write_parquet(pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema), root / "pairs.parquet")
-    options = {"model": str(tiny_lm_dir), "device": "cpu", "dtype": "float32", "max_length": MAX_LENGTH, "max_prompt_length": MAX_PROMPT}
+    options = {"model": str(model_dir), "device": "cpu", "dtype": "float32", "max_length": MAX_LENGTH, "max_prompt_length": MAX_PROMPT}
     score(root / "pairs.parquet", root / "scored.parquet", scorers=["ref_margin"], options={"ref_margin": options})
     stage(root / "scored.parquet", root / "staged", tiers=3, eval_fraction=0.2, plots=False)
     return root / "staged"
+
+
+@pytest.fixture(scope="module")
+def scored_staged(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_scored_staged(tiny_lm_dir, tmp_path_factory.mktemp("stored"))
 
 
 def _metrics(run: Path) -> list[dict]:
