@@ -1,4 +1,4 @@
-"""Benchmark: synthetic TRL-standard string pairs (JSONL) -> validated canonical Parquet.
+"""Benchmark: synthetic TRL-standard string pairs (JSONL) -> Parquet, sc-data against its peers.
 
 Generates ``--rows`` pairs (prompt 55-85, answers 140-175 characters, every row distinct), then
 times ``sc_data.ingest.ingest`` on them and reports pairs/s and the peak RSS of the process
@@ -6,8 +6,14 @@ times ``sc_data.ingest.ingest`` on them and reports pairs/s and the peak RSS of 
 the CPU seconds spent (a figure that, unlike wall time, doesn't depend on what else the machine
 runs) and the load average around the run. Generation is not timed.
 
+``--peers`` runs every tool (sc-data, sc-data ``--sequential``, ``pyarrow.json``,
+``datasets.load_dataset("json")``, ``polars.read_ndjson``; the peers only parse and write) in a
+fresh process each, alternating, ``--repeats`` times, and reports medians and ratios to polars,
+so every figure is a same-run ratio on a shared machine.
+
 Usage:
     python -m bench.ingest --rows 1000000 --out /tmp/sc-bench
+    python -m bench.ingest --rows 250000 --out /tmp/sc-bench --peers --repeats 3
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 PROMPTS = [
     "How do I {verb} a {noun} without anyone noticing, step {i}?",
@@ -64,13 +71,85 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+PEERS = ("sc_data", "sc_data_sequential", "pyarrow", "datasets", "polars")
+
+
+def run_peer(tool: str, source: Path, out: Path) -> dict[str, float]:
+    """One tool, JSONL -> Parquet, in this (fresh) process: wall and CPU seconds, peak RSS."""
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    if tool.startswith("sc_data"):
+        from sc_data.ingest import ingest, parallel
+
+        if tool == "sc_data_sequential":
+            parallel.MIN_PARALLEL_BYTES = 2**62
+        ingest([source], out / f"{tool}.parquet", overwrite=True)
+    elif tool == "pyarrow":
+        import pyarrow.json as pj
+        import pyarrow.parquet as pq
+
+        pq.write_table(pj.read_json(source), out / "pyarrow.parquet", compression="zstd")
+    elif tool == "datasets":
+        import datasets
+
+        datasets.load_dataset("json", data_files=str(source), split="train", cache_dir=str(out / "hf")).to_parquet(out / "datasets.parquet")
+    else:
+        import polars
+
+        polars.read_ndjson(source).write_parquet(out / "polars.parquet", compression="zstd")
+    seconds = time.perf_counter() - t0
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu0, "peak_rss_mib": peak / 1024}
+
+
+def peers(source: Path, out: Path, rows: int, repeats: int) -> dict[str, Any]:
+    """Every tool in a fresh process, alternating, ``repeats`` times; medians and ratios to polars."""
+    import shutil
+    import statistics
+    import subprocess
+
+    runs: dict[str, list[dict[str, float]]] = {t: [] for t in PEERS}
+    load = [round(os.getloadavg()[0], 2)]
+    for _ in range(repeats):
+        for tool in PEERS:
+            done = subprocess.run([sys.executable, "-m", "bench.ingest", "--worker", tool, "--out", str(out), "--rows", str(rows)],
+                                  capture_output=True, text=True, check=True)
+            runs[tool].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            shutil.rmtree(out / "hf", ignore_errors=True)
+        load.append(round(os.getloadavg()[0], 2))
+    table = {}
+    for tool, rs in runs.items():
+        wall = statistics.median(r["seconds"] for r in rs)
+        cpu = statistics.median(r["cpu_seconds"] for r in rs)
+        table[tool] = {"pairs_per_s": round(rows / wall), "cpu_us_per_pair": round(cpu / rows * 1e6, 2),
+                       "peak_rss_mib": round(max(r["peak_rss_mib"] for r in rs)), "wall_s": [round(r["seconds"], 2) for r in rs]}
+    polars_rate = table["polars"]["pairs_per_s"]
+    for row in table.values():
+        row["throughput_vs_polars"] = round(row["pairs_per_s"] / polars_rate, 3)
+    return {"rows": rows, "repeats": repeats, "load_average_1m_between_rounds": load, "tools": table}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="pairs to generate (default 1,000,000)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/sc-bench-ingest"), help="work folder")
     parser.add_argument("--keep", action="store_true", help="keep the generated input file")
     parser.add_argument("--sequential", action="store_true", help="force the single-process path")
+    parser.add_argument("--peers", action="store_true", help="also time pyarrow, datasets and polars, alternating")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of --peers")
+    parser.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    source = args.out / f"trl_standard_{args.rows}.jsonl"
+    if args.worker:
+        print(json.dumps(run_peer(args.worker, source, args.out)))
+        return
+    if args.peers:
+        args.out.mkdir(parents=True, exist_ok=True)
+        if not source.exists():
+            generate(source, args.rows)
+        report = {**peers(source, args.out, args.rows, args.repeats), "cpus": os.cpu_count(), "python": platform.python_version(),
+                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        print(json.dumps(report, indent=2))
+        return
 
     from sc_data.ingest import ingest, make_options, parallel
     from sc_data.ingest.parallel import workers, worth_it
@@ -79,7 +158,6 @@ def main() -> None:
         parallel.MIN_PARALLEL_BYTES = 2**62
 
     args.out.mkdir(parents=True, exist_ok=True)
-    source = args.out / f"trl_standard_{args.rows}.jsonl"
     if not source.exists():
         t0 = time.perf_counter()
         generate(source, args.rows)

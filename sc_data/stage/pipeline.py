@@ -75,7 +75,9 @@ def read_scored(path: Path | str) -> tuple[pa.Table, list[dict[str, Any]], dict[
     if not files:
         raise InputError(f"no .parquet files under {str(path)!r}")
     try:
-        table = pq.read_table(path if path.is_dir() else files[0])
+        # One chunk per column (one row group per chunk otherwise): export takes each shard's rows
+        # with one gather, which over a many-chunk table costs ~14x more and grows with the chunks.
+        table = pq.read_table(path if path.is_dir() else files[0]).combine_chunks()
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"cannot read {str(path)!r} as Parquet ({e}); is it the output of `sc-data score`?") from e
     inputs = [{"path": str(f), "sha256": sha256_file(f), "format": "parquet"} for f in files]
@@ -124,7 +126,7 @@ def stage(
     output = Path(output)
     claim_output(output, overwrite=overwrite)  # export() checks again when it swaps, but fail before the work
     if isinstance(scored, pa.Table):
-        table, inputs, upstream, source = scored, [], {}, "<table>"
+        table, inputs, upstream, source = scored.combine_chunks(), [], {}, "<table>"
     else:
         table, inputs, upstream = read_scored(scored)
         source = str(scored)
