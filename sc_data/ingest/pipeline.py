@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sc_data.errors import InputError
-from sc_data.ingest import parallel
+from sc_data.ingest import columnar, parallel
 from sc_data.ingest.arrow import output_schema, rejects_to_table
 from sc_data.ingest.config import IngestOptions, IngestResult, InputReport, make_options
 from sc_data.ingest.convert import Converted, IdLedger, Reject, convert_batch
@@ -93,12 +93,14 @@ def _detected_batches(source: Source, options: IngestOptions, report: InputRepor
 
 def _source_batches(source: Source, options: IngestOptions, report: InputReport) -> Iterator[tuple[Converted, int]]:
     """(converted batch, records read) per batch of one input, in file order."""
-    if parallel.worth_it(source.path, source.kind, source.compression, options):
+    if parallel.plain_jsonl(source.path, source.kind, source.compression):
         first = next((b.rows for b in source.batches(batch_size=1024) if b.rows), None)
         if first is not None:
             fmt = _format_of(first, source, options, report)
-            yield from parallel.parallel_batches(cast(Path, source.path), fmt, source.name, source.spec, options)
-            return
+            processes = parallel.worth_it(source.path, source.kind, source.compression, options)
+            if processes or columnar.applies(fmt, options):
+                yield from parallel.range_batches(cast(Path, source.path), fmt, source.name, source.spec, options, processes=processes)
+                return
     for batch, convert in _detected_batches(source, options, report):
         yield convert_batch(batch, convert, options, source.spec), len(batch.rows) + len(batch.rejects)
 

@@ -156,7 +156,7 @@ class TestOutputs:
         cases = {
             "unwritable": ["ingest", str(src), "-o", str(tmp_path / "afile" / "out.parquet")],
             "missing": ["ingest", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o.parquet")],
-            "raw_to_score": ["score", str(src), "-o", str(tmp_path / "s.parquet"), "-s", "ref_margin"],
+            "score_missing": ["score", str(tmp_path / "nope.parquet"), "-o", str(tmp_path / "s.parquet"), "-s", "ref_margin"],
         }
         for name, args in cases.items():
             run = subprocess.run([SC_DATA, *args], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)

@@ -1,0 +1,117 @@
+"""The columnar path gives exactly the row path's pairs, ids, rejects and counts, on every JSONL input we have.
+
+Each case is ingested twice, with the columnar path on and off; the pairs tables, the rejects
+tables and the manifest counts must be equal. The plain inputs must actually take the columnar
+path (counted), so the comparison is not the row path against itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from sc_data.ingest import columnar, ingest
+
+REPO = Path(__file__).parents[2]
+
+PLAIN = [{"prompt": f"How do I do thing {i}?", "chosen": f"I can't help with {i}.", "rejected": f"Sure, step {i}: do it."} for i in range(40)]
+
+#: One odd line each, put in the middle of plain lines: every way a line can leave the plain case.
+ODD_LINES = {
+    "escapes": json.dumps({"prompt": 'Say "hi"\\ now\n\tplease', "chosen": "No.\r\nSorry.", "rejected": "Hi\\n"}),
+    "unicode_escape": '{"prompt": "caf\\u00e9?", "chosen": "Non.", "rejected": "Oui."}',
+    "non_ascii": json.dumps({"prompt": "café?", "chosen": "Non.", "rejected": "Oui."}, ensure_ascii=False),
+    "combining": json.dumps({"prompt": "cafe\u0301?", "chosen": "Non.", "rejected": "Oui."}, ensure_ascii=False),
+    "raw_tab": '{"prompt": "a\tb?", "chosen": "No.", "rejected": "Yes."}',
+    "nul_escape": '{"prompt": "a\\u0000b?", "chosen": "No.", "rejected": "Yes."}',
+    "control_escape": '{"prompt": "a\\u0001b?", "chosen": "No.", "rejected": "Yes."}',
+    "lone_surrogate": '{"prompt": "a\\ud800b?", "chosen": "No.", "rejected": "Yes."}',
+    "blank_line": "",
+    "whitespace_line": "   ",
+    "crlf": json.dumps({"prompt": "Q?", "chosen": "No.", "rejected": "Yes."}) + "\r",
+    "extra_field": json.dumps({"prompt": "Q?", "chosen": "No.", "rejected": "Yes.", "id": "x1"}),
+    "category": json.dumps({"prompt": "Q?", "chosen": "No.", "rejected": "Yes.", "category": "privacy"}),
+    "null": json.dumps({"prompt": None, "chosen": "No.", "rejected": "Yes."}),
+    "missing": json.dumps({"chosen": "No.", "rejected": "Yes."}),
+    "number": json.dumps({"prompt": 3, "chosen": "No.", "rejected": "Yes."}),
+    "messages": json.dumps({"prompt": [{"role": "user", "content": "Q?"}], "chosen": "No.", "rejected": "Yes."}),
+    "identical": json.dumps({"prompt": "Q?", "chosen": " Same. ", "rejected": "Same."}),
+    "empty_answer": json.dumps({"prompt": "Q?", "chosen": " \n ", "rejected": "Yes."}),
+    "empty_prompt": json.dumps({"prompt": "\t", "chosen": "No.", "rejected": "Yes."}),
+    "vertical_tab": json.dumps({"prompt": "Q?\u000b", "chosen": "No.", "rejected": "Yes."}),
+    "file_separator": json.dumps({"prompt": "Q?\u001c", "chosen": "No.", "rejected": "Yes."}),
+    "too_long": json.dumps({"prompt": "Q" * 200_001, "chosen": "No.", "rejected": "Yes."}),
+    "bad_json": '{"prompt": "Q?", "chosen": "No.", "rejected": "Yes."',
+    "trailing_comma": '{"prompt": "Q?", "chosen": "No.", "rejected": "Yes.",}',
+    "not_object": '["Q?", "No.", "Yes."]',
+    "extra_data": '{"prompt": "Q?", "chosen": "No.", "rejected": "Yes."} {}',
+    "duplicate_key": '{"prompt": "Q?", "prompt": "Q2?", "chosen": "No.", "rejected": "Yes."}',
+    "hh_transcript": json.dumps({"chosen": "\n\nHuman: Q?\n\nAssistant: No.", "rejected": "\n\nHuman: Q?\n\nAssistant: Yes."}),
+    "duplicate_row": json.dumps(PLAIN[0]),
+}
+
+
+def _both(tmp_path: Path, inputs: list[Path], monkeypatch: pytest.MonkeyPatch, **options) -> dict[bool, tuple]:
+    out = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(columnar, "ENABLED", enabled)
+        target = tmp_path / f"pairs_{enabled}.parquet"
+        try:
+            result = ingest(inputs, target, **options)
+        except Exception as e:  # noqa: BLE001 - both paths must fail alike
+            out[enabled] = (type(e).__name__, str(e))
+            continue
+        rejects = pq.read_table(result.rejects)
+        out[enabled] = (pq.read_table(target), rejects, result.rows_in, result.rows_out, result.rows_rejected, result.by_reason)
+    return out
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_plain_input_takes_the_columnar_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = []
+    real = columnar.columnar_chunk
+    monkeypatch.setattr(columnar, "columnar_chunk", lambda *a, **k: taken.append(r := real(*a, **k)) or r)
+    src = _write(tmp_path / "plain.jsonl", [json.dumps(r) for r in PLAIN])
+    both = _both(tmp_path, [src], monkeypatch)
+    assert taken and all(t is not None for t in taken)
+    assert both[True][0].equals(both[False][0]) and both[True][1:] == both[False][1:]
+    assert both[True][3] == len(PLAIN)
+
+
+@pytest.mark.parametrize("case", sorted(ODD_LINES))
+def test_odd_line_gives_the_same_result(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [json.dumps(r) for r in PLAIN[:20]] + [ODD_LINES[case]] + [json.dumps(r) for r in PLAIN[20:]]
+    src = _write(tmp_path / f"{case}.jsonl", lines)
+    both = _both(tmp_path, [src], monkeypatch, dedup=case == "duplicate_row")
+    if isinstance(both[False][0], str):
+        assert both[True] == both[False]
+        return
+    assert both[True][0].equals(both[False][0]), case
+    assert both[True][1].equals(both[False][1]), (case, both[True][1].to_pylist(), both[False][1].to_pylist())
+    assert both[True][2:] == both[False][2:]
+
+
+@pytest.mark.parametrize("path", [
+    REPO / "examples" / "pairs.jsonl", REPO / "tests" / "data" / "bad" / "trl_bad.jsonl", REPO / "tests" / "data" / "bad" / "row_faults.jsonl",
+])
+def test_repository_inputs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    both = _both(tmp_path, [path], monkeypatch)
+    if isinstance(both[False][0], str):
+        assert both[True] == both[False]
+        return
+    assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1]) and both[True][2:] == both[False][2:]
+
+
+def test_shared_inputs(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for path in (shared_data / "paper" / "hh_rlhf_clean_gpt.jsonl", shared_data / "pku-saferlhf" / "alpaca7b_test_head.jsonl"):
+        (tmp_path / path.stem).mkdir()
+        both = _both(tmp_path / path.stem, [path], monkeypatch)
+        assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1]), path
+        assert both[True][2:] == both[False][2:]
