@@ -26,6 +26,10 @@ class ModelNotFoundError(ScDataError):
     """A model reference could not be resolved to local files."""
 
 
+class ScorerFailure(ScDataError):
+    """A scorer erred on more rows than allowed (by default: on every row); its output was still written."""
+
+
 class VerifyError(ScDataError):
     """A staged dataset does not match its manifest."""
 

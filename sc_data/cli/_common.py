@@ -41,10 +41,23 @@ ConfigFile = Annotated[
 ]
 
 
+#: The extra (pyproject.toml's optional-dependencies) that installs each optional top-level module.
+EXTRA_OF_MODULE = {
+    "torch": "score", "transformers": "score", "safetensors": "score", "tokenizers": "score", "gguf": "score",
+    "sentence_transformers": "score", "accelerate": "train", "peft": "train", "trl": "trl",
+    "openai": "judge", "huggingface_hub": "hub", "datasets": "hub", "polars": "bench",
+}
+
+
 def _message(e: BaseException) -> str:
-    """One line for an error at the CLI boundary: the project's own, or a file-system / decoding fault naming its path."""
+    """One line for an error at the CLI boundary: the project's own, a missing extra, or a file-system / decoding fault naming its path."""
     if isinstance(e, ScDataError):
         return str(e)
+    if isinstance(e, ModuleNotFoundError):
+        module = (e.name or "").split(".")[0]
+        extra = EXTRA_OF_MODULE.get(module)
+        how = f'pip install "sc-data[{extra}]"' if extra else f"pip install {module}"
+        return f"this needs {module!r}, which is not installed: {how}"
     if isinstance(e, OSError):
         where = f": {e.filename!r}" if getattr(e, "filename", None) else ""
         return f"{e.strerror or e}{where} (check the path, that its folders exist and that you may write there)"
@@ -55,7 +68,8 @@ def handle_errors(fn: F) -> F:
     """Print known errors as one ``Error: ...`` line on stderr and exit 1; tracebacks only with SC_DATA_DEBUG=1.
 
     Known: the project's :class:`ScDataError`, file-system errors (``OSError``: unreadable input,
-    unwritable output, a full disk) and text that can't be decoded. Anything else is a bug and
+    unwritable output, a full disk), text that can't be decoded and a missing optional dependency
+    (named with the extra that installs it). Anything else is a bug and
     propagates with its traceback.
     """
 
@@ -63,7 +77,7 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ScDataError, OSError, UnicodeError) as e:
+        except (ScDataError, OSError, UnicodeError, ModuleNotFoundError) as e:
             if os.environ.get(DEBUG_ENV):
                 raise
             stderr.print(f"[bold red]Error:[/bold red] {escape(_message(e))}", highlight=False, markup=True, soft_wrap=True)

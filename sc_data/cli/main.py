@@ -13,6 +13,7 @@ app = typer.Typer(
     "Pipeline: ingest -> score -> stage -> (publish | train) -> eval -> report; judge fit makes the probe judge.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     # Help texts write "[default: x]" literally; rich markup would swallow the brackets.
     rich_markup_mode=None,

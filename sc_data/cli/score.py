@@ -112,6 +112,9 @@ def score_command(
     part_rows: Annotated[int, typer.Option(help="Rows per part file (the resume granularity).", min=1)] = DEFAULT_PART_ROWS,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its part files.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output that sc-data wrote.")] = False,
+    max_error_rate: Annotated[float | None, typer.Option(
+        help="Exit non-zero (after writing everything) when a scorer errs on more than this share of rows; default: only when it errs on every row.",
+        min=0.0, max=1.0, show_default=False)] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Score preference pairs for difficulty and write the scored Parquet plus its manifest.
@@ -141,7 +144,7 @@ def score_command(
     ingest = make_options(**given) if given else None
     rank0 = int(os.environ.get("RANK", "0")) == 0
     run = {"scorers": names, "options": options, "part_rows": part_rows, "resume": resume, "overwrite": overwrite,
-           "config_file": config, "ingest": ingest}
+           "config_file": config, "ingest": ingest, "max_error_rate": max_error_rate}
     if rank0 and not as_json:
         with _RateProgress() as bar:
             result = score(inputs, output, **run, progress=bar)

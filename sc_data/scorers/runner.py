@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sc_data.config import load_config
-from sc_data.errors import ConfigError, InputError, ScDataError
+from sc_data.errors import ConfigError, InputError, ScDataError, ScorerFailure
 from sc_data.io import sha256_file, write_json, write_parquet
 from sc_data.manifest import (
     claim_output_files,
@@ -461,6 +461,7 @@ def score(
     overwrite: bool = False,
     config_file: str | os.PathLike[str] | None = None,
     ingest: Any = None,
+    max_error_rate: float | None = None,
     progress: Progress | None = None,
 ) -> ScoreResult:
     """Score every pair of ``input`` and write ``output`` (input columns + score columns) and its manifest.
@@ -481,6 +482,9 @@ def score(
             safety pairs); given, even a canonical Parquet input is ingested again with them.
         config_file: YAML ``{scorers: {name: {option: value}}}``; its scorers run when
             ``scorers`` is empty.
+        max_error_rate: the largest share of rows a scorer may err on; above it the run still
+            writes everything, then raises :class:`ScorerFailure`. Default: fail only when a
+            scorer erred on every row (a dead endpoint, a missing model), never on partial errors.
         progress: called as ``progress(rows_done, rows_total)`` over this process's parts.
 
     Returns:
@@ -490,11 +494,14 @@ def score(
         InputError: the input is missing or not a canonical pairs table.
         ConfigError: bad scorer names / options, a resume with a different configuration, or an
             existing output without ``overwrite``.
+        ScorerFailure: a scorer erred on more rows than ``max_error_rate`` allows (outputs written).
     """
     output_path = Path(output)
     inputs = [str(input)] if isinstance(input, (str, os.PathLike)) else [str(i) for i in input]
     if isinstance(part_rows, bool) or not isinstance(part_rows, int) or part_rows < 1:
         raise ConfigError(f"part_rows must be an integer >= 1; got {part_rows!r}")
+    if max_error_rate is not None and not 0 <= max_error_rate < 1:
+        raise ConfigError(f"max_error_rate must be in [0, 1); got {max_error_rate!r} (leave it unset to fail only when every row erred)")
     built = build_scorers(*scorer_options(scorers, options, config_file))
     claim_output_files([output_path], manifest_path(output_path), overwrite=overwrite)
     ranks = _Ranks()
@@ -521,6 +528,7 @@ def score(
             progress(done[0], total)
 
     report(0)
+    failure = None
     try:
         configs = _score_parts(table, order, built, todo, folder, report) if todo else None
         ranks.wait()
@@ -535,11 +543,30 @@ def score(
                       "part_rows": part_rows, "world_size": ranks.world_size, "config_hash": config_hash}
             _write_manifest(output_path, input_path, input_sha, merged, configs or _saved_configs(built, folder), built, recipe, result.errors)
             shutil.rmtree(folder, ignore_errors=True)
+            failure = _failure(merged, built, max_error_rate, output_path)
         ranks.wait()
+        if ranks.rank == 0 and failure:
+            raise ScorerFailure(failure)
     finally:
         for scorer in built:
             scorer.unload()
     return result
+
+
+def _failure(merged: pa.Table, scorers: list[Scorer], max_error_rate: float | None, output: Path) -> str | None:
+    """Why the run failed (the first scorer over its error budget, with its first error), or None."""
+    rows = merged.num_rows
+    for scorer in scorers:
+        errors = merged.column(f"{scorer.name}__error")
+        count = len(errors) - errors.null_count
+        over = count == rows if max_error_rate is None else count > max_error_rate * rows
+        if rows and count and over:
+            first = next(e for e in errors.to_pylist() if e is not None)
+            allowed = "any" if max_error_rate is None else f"{max_error_rate:g}"
+            return (f"scorer {scorer.name!r} erred on {count} of {rows} rows (allowed share: {allowed}); first error: {first}. "
+                    f"Everything was written to {output} with the errors in {scorer.name}__error; fix the cause and score again "
+                    f"(--overwrite), or allow partial errors with --max-error-rate")
+    return None
 
 
 def describe_scorers() -> list[dict[str, Any]]:
