@@ -287,7 +287,8 @@ def evaluate(run: str | Path, data: str | Path, config: EvalConfig | None = None
             ``benign`` prompts the judge answers the refusal rubric (see :func:`judge_verdicts`).
 
     Returns:
-        The results dict, also written to ``run/eval.json``.
+        The results dict, also written to ``run/evals/<split>[-<prompts stem>].json`` (summarised in
+        ``run/evals/summary.json``, which accumulates over evaluations) and ``run/eval.json`` (the latest).
 
     Raises:
         InputError: the run has no final model or the split is empty.
@@ -331,8 +332,20 @@ def evaluate(run: str | Path, data: str | Path, config: EvalConfig | None = None
         results["generation"] = {"prompts": str(cfg.prompts), **{k: v for k, v in gen.items() if k not in ("refused", "judged")}}
     if cfg.plots:
         results["plots"] = [str(p.relative_to(run)) for p in _plot(run, results)]
-    write_json(results, run / "eval.json")
+    _record(run, results, cfg)
     return results
+
+
+def _record(run: Path, results: dict[str, Any], cfg: EvalConfig) -> None:
+    """``evals/<split>[-<prompts>].json`` per kind of evaluation, their accumulating ``evals/summary.json``,
+    and ``eval.json``, the latest (so an over-refusal run and a harmful-prompt run both stay)."""
+    name = cfg.split + (f"-{Path(cfg.prompts).stem}" if cfg.prompts is not None else "")
+    write_json(results, run / "evals" / f"{name}.json")
+    summary_path = run / "evals" / "summary.json"
+    summary = json.loads(summary_path.read_text("utf-8")) if summary_path.is_file() else {}
+    summary[name] = {k: results[k] for k in ("split", "overall", "generation") if k in results}
+    write_json(summary, summary_path)
+    write_json(results, run / "eval.json")
 
 
 def _plot(run: Path, results: dict[str, Any]) -> list[Path]:

@@ -65,6 +65,10 @@ class TestEvaluate:
         assert sum(v["n"] for v in res["by_tier"].values()) == 8
         assert sum(v["n"] for v in res["by_category"].values()) == 8
         assert json.loads((trained_run / "eval.json").read_text())["overall"] == res["overall"]
+        assert json.loads((trained_run / "evals" / "eval.json").read_text())["overall"] == res["overall"]
+        train_split = evaluate(trained_run, staged_dir, device="cpu", plots=False, split="train")
+        summary = json.loads((trained_run / "evals" / "summary.json").read_text())  # both kept, not overwritten
+        assert summary["eval"]["overall"] == res["overall"] and summary["train"]["overall"] == train_split["overall"]
         assert (trained_run / "margins_by_step.png").stat().st_size > 1000
         assert (trained_run / "accuracy_by_category.png").stat().st_size > 1000
 
