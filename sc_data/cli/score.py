@@ -7,6 +7,8 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -187,16 +189,14 @@ def scorers_command(as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(info)
         return
-    table = Table(title="scorers")
-    for col in ("name", "difficulty column", "direction", "columns", "options"):
-        table.add_column(col)
     for item in info:
         if "error" in item:
-            table.add_row(item["name"], "-", "-", f"unavailable: {item['error']}", "-")
+            stdout.print(f"[bold]{item['name']}[/bold]  unavailable: {escape(item['error'])}\n")
             continue
+        stdout.print(f"[bold]{item['name']}[/bold]  difficulty: {item['difficulty_column']} ({item['direction'].replace('_', ' ')})")
+        stdout.print(Padding("columns: " + ", ".join(item["columns"]), (0, 0, 0, 2)))
         options = ", ".join(f"{k}={v!r}" for k, v in item["options"].items())
-        table.add_row(item["name"], item["difficulty_column"], item["direction"], "\n".join(item["columns"]), options)
-    stdout.print(table)
+        stdout.print(Padding(escape(f"options: {options}"), (0, 0, 1, 2)))
 
 
 def register(app: typer.Typer) -> None:

@@ -233,3 +233,6 @@ class TestCli:
         assert rm["difficulty_column"] == "ref_margin__margin_mean" and rm["direction"] == "larger_is_easier"
         assert rm["options"]["model"] == "smollm2-135m-instruct" and "ref_margin__flags" in rm["columns"]
         assert _cli("score", "--help").returncode == 0
+        text = subprocess.run([SC_DATA, "scorers"], capture_output=True, text=True, env={**_env(), "COLUMNS": "80"}).stdout
+        assert max(len(line.rstrip()) for line in text.splitlines()) <= 80  # readable in an 80-column terminal, nothing cut
+        assert "ref_margin  difficulty: ref_margin__margin_mean (larger is easier)" in text and "ref_margin__flags" in text
