@@ -31,3 +31,15 @@ def test_py_typed_ships() -> None:
 
     assert (Path(sc_data.__file__).parent / "py.typed").is_file()
     assert 'sc_data = ["py.typed"]' in (Path(__file__).parents[1] / "pyproject.toml").read_text()
+
+
+def test_quiet_prints_only_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "Q?", "chosen": "No.", "rejected": "Yes."}\n')
+    quiet = runner.invoke(app, ["-q", "ingest", str(src), "-o", str(tmp_path / "a.parquet")])
+    loud = runner.invoke(app, ["ingest", str(src), "-o", str(tmp_path / "b.parquet")])
+    assert quiet.exit_code == loud.exit_code == 0 and (tmp_path / "a.parquet").is_file()
+    assert quiet.output == "" and "ingest" in loud.output
+    failed = runner.invoke(app, ["--quiet", "ingest", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "c.parquet")])
+    assert failed.exit_code == 1 and "does not exist" in failed.output  # errors still say why

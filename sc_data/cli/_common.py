@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 stdout = Console()
 stderr = Console(stderr=True)
 
+
+def show_progress() -> bool:
+    """Progress bars and info logs: on a terminal, unless ``--quiet`` (which also silences ``stdout``)."""
+    return stderr.is_terminal and not stdout.quiet
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEBUG_ENV = "SC_DATA_DEBUG"

@@ -17,6 +17,7 @@ from sc_data.cli._common import (
     choice_enum,
     handle_errors,
     print_json,
+    show_progress,
     stderr,
     stdout,
 )
@@ -62,7 +63,7 @@ def ingest_command(
     given = {**FLAGS.overrides(locals()), "column_map": parse_column_map(column_map)}
     options = make_options(**load_config(config, given))
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} records"),
-                  TimeElapsedColumn(), console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
+                  TimeElapsedColumn(), console=stderr, transient=True, disable=not show_progress()) as progress:
         task = progress.add_task("ingesting", total=None)
         result = ingest(inputs, output, rejects=rejects, options=options, overwrite=overwrite,
                         progress=lambda n: progress.advance(task, n))

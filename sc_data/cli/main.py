@@ -6,6 +6,7 @@ import typer
 
 import sc_data
 from sc_data.cli import eval, ingest, inspect, judge, publish, report, score, stage, train, verify
+from sc_data.cli._common import stdout
 
 app = typer.Typer(
     name="sc-data",
@@ -28,8 +29,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and --json output: no progress bars, tables or info logs."),
 ) -> None:
     """Curate curriculum preference datasets for safety alignment and train on them."""
+    stdout.quiet = quiet
 
 
 for _module in (ingest, inspect, publish, stage, verify, report, score, judge, train, eval):

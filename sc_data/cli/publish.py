@@ -13,7 +13,15 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from sc_data.cli._common import JsonFlag, OutputDir, handle_errors, print_json, stderr, stdout
+from sc_data.cli._common import (
+    JsonFlag,
+    OutputDir,
+    handle_errors,
+    print_json,
+    show_progress,
+    stderr,
+    stdout,
+)
 
 PUBLISH_EXAMPLES = """Examples:
 
@@ -48,7 +56,7 @@ def publish(
     from sc_data.hub import publish as publish_dataset
 
     disable_progress_bars()  # one rich bar instead of a tqdm bar per file
-    with Progress(TextColumn("{task.description}"), BarColumn(), console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), console=stderr, transient=True, disable=not show_progress()) as bar:
         task = bar.add_task("verify", total=4)
 
         def progress(step: str, done: int, total: int) -> None:

@@ -20,6 +20,7 @@ from sc_data.cli._common import (
     choice_enum,
     handle_errors,
     print_json,
+    show_progress,
     stderr,
     stdout,
 )
@@ -67,7 +68,7 @@ class _RateProgress:
             TimeRemainingColumn(),
             console=stderr,
             transient=False,
-            disable=not stderr.is_terminal,
+            disable=not show_progress(),
         )
         self._task: Any = None
         self._t0 = 0.0

@@ -17,6 +17,7 @@ from sc_data.cli._common import (
     OutputDir,
     handle_errors,
     print_json,
+    show_progress,
     stderr,
     stdout,
 )
@@ -111,10 +112,10 @@ def train_command(
     from sc_data.train.trainer import train
 
     cfg = TrainConfig.from_dict(load_config(config, FLAGS.overrides(locals())))
-    logging.basicConfig(level=logging.INFO, handlers=[RichHandler(console=stderr, show_path=False)], format="%(message)s", force=True)
+    logging.basicConfig(level=logging.INFO if not stdout.quiet else logging.WARNING, handlers=[RichHandler(console=stderr, show_path=False)], format="%(message)s", force=True)
     with Progress(
         TextColumn("stage {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=stderr, transient=False, disable=not stderr.is_terminal,
+        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=stderr, transient=False, disable=not show_progress(),
     ) as bar:
         task = bar.add_task("train", total=None, stage=0, loss=float("nan"))
 
