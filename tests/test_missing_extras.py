@@ -42,3 +42,16 @@ def test_missing_extra_is_one_line(module: str, extra: str, args: list[str], tmp
     assert run.returncode == 1, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
     assert f"this needs '{module}', which is not installed: pip install \"sc-data[{extra}]\"" in " ".join(run.stderr.split()), run.stderr
+
+
+def test_endpoint_judge_needs_no_torch(tmp_path: Path) -> None:
+    """`[judge]` alone (no torch, transformers or sentence-transformers) scores with a served judge."""
+    blocked = "; ".join(f"sys.modules[{m!r}] = None" for m in ("torch", "transformers", "sentence_transformers", "accelerate", "peft"))
+    run_cli = RUN.replace("sys.modules[{name!r}] = None", blocked)
+    argv = ["score", str(_pairs(tmp_path)), "-o", str(tmp_path / "s.parquet"), "-s", "judge", "--option", "judge.backend=openai",
+            "--option", "judge.base_url=http://127.0.0.1:9/v1", "--option", "judge.model=m", "--option", "judge.max_retries=0"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SC_DATA_CACHE": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", run_cli, *argv], capture_output=True, text=True, timeout=300, env=env)
+    # it gets as far as asking the (dead) endpoint about every row: no import of the model stack on the way
+    assert run.returncode == 1 and "erred on 3 of 3 rows" in " ".join(run.stderr.split()), run.stderr[-2000:]
+    assert "not installed" not in run.stderr and (tmp_path / "s.parquet").is_file()
