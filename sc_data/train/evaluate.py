@@ -378,15 +378,25 @@ def _plot(run: Path, results: dict[str, Any]) -> list[Path]:
             written.append(save_png(fig, run / "margins_by_step.png"))
     cats = results["by_category"]
     if cats:
-        fig = Figure(figsize=(8, 3.5), layout="constrained")
-        ax = fig.subplots()
+        # Like with like: the left panel puts π₀ and the policy on the same measure (does the model
+        # prefer the chosen answer on its own?); the right one shows the policy against π₀, whose
+        # own value on that measure is 0.5 by definition.
+        fig = Figure(figsize=(10, 3.8), layout="constrained")
+        left, right = fig.subplots(1, 2, sharey=True)
         names = list(cats)
         x = np.arange(len(names))
-        ax.bar(x - 0.2, [cats[c]["before"]["reference_free_accuracy"] for c in names], 0.4, label="π₀ (ref-free)")
-        ax.bar(x + 0.2, [cats[c]["accuracy"] for c in names], 0.4, label="policy vs π₀")
-        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
-        ax.set_ylabel("pairwise accuracy")
-        ax.set_title("Held-out accuracy by category: π₀ alone vs the trained policy against π₀", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        left.bar(x - 0.2, [cats[c]["before"]["reference_free_accuracy"] for c in names], 0.4, label="π₀")
+        left.bar(x + 0.2, [cats[c]["reference_free_accuracy"] for c in names], 0.4, label="trained policy")
+        left.set_title("Prefers the chosen answer (log π(chosen) > log π(rejected))", fontsize=8)
+        left.set_ylabel("share of held-out pairs")
+        left.legend(fontsize=7, loc="upper left", ncols=2)
+        right.bar(x, [cats[c]["accuracy"] for c in names], 0.6, color="C1")
+        right.axhline(0.5, color="grey", linestyle="--", linewidth=0.8, label="π₀ against itself")
+        right.set_title("Moved towards the chosen answer, against π₀ (h > 0)", fontsize=8)
+        right.legend(fontsize=7, loc="upper left")
+        for ax in (left, right):
+            ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
+            ax.set_ylim(0, 1.18)  # headroom for the legends above bars that reach 1
+        fig.suptitle("Held-out accuracy by category", fontsize=9)
         written.append(save_png(fig, run / "accuracy_by_category.png"))
     return written
