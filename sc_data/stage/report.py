@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -70,19 +71,22 @@ def _histogram(table: pa.Table, path: Path) -> Path:
 
 
 def _heatmap(table: pa.Table, path: Path) -> Path:
+    """Category × tier, coloured by each category's share per tier (rows sum to 1), so a large
+    ``unknown`` row does not wash out the others; the cells still print the counts."""
     codes, names = category_codes(table)
     train, tier, k = _tiers(table)
     grid = np.zeros((len(names), max(k, 1)), dtype=np.int64)
     np.add.at(grid, (codes[train], tier), 1)
-    fig = Figure(figsize=(1.2 * max(k, 1) + 3, 0.35 * len(names) + 1.5))
+    share = grid / np.maximum(grid.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(1.2 * max(k, 1) + 3, 0.35 * len(names) + 1.5), layout="constrained")
     ax = fig.add_subplot()
-    im = ax.imshow(grid, aspect="auto", cmap="viridis")
+    im = ax.imshow(share, aspect="auto", cmap="viridis", vmin=0, vmax=1)
     ax.set_xticks(range(max(k, 1)), [f"tier {t}" for t in range(max(k, 1))])
-    ax.set_yticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), [f"{n} ({grid[i].sum()})" for i, n in enumerate(names)])
     for (i, j), v in np.ndenumerate(grid):
-        ax.text(j, i, str(v), ha="center", va="center", color="white", fontsize=7)
-    ax.set_title("Training pairs: category × tier")
-    fig.colorbar(im, ax=ax)
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if share[i, j] < 0.6 else "black", fontsize=7)
+    ax.set_title("Training pairs: category × tier\n(colour: the category's share in each tier; numbers: pairs)", fontsize=9)
+    fig.colorbar(im, ax=ax, label="share of the category's pairs")
     return save_png(fig, path)
 
 
@@ -113,17 +117,20 @@ def _correlation(table: pa.Table, path: Path) -> Path:
 
 
 def _by_tier(table: pa.Table, path: Path) -> Path:
+    """One box plot per score column, in a grid of at most four per row."""
     columns = _score_columns(table) or ["difficulty"]
     train, tier, k = _tiers(table)
-    fig = Figure(figsize=(4 * len(columns), 3.5))
+    ncols = min(4, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    fig = Figure(figsize=(3.6 * ncols, 3.0 * nrows + 0.6), layout="constrained")
     for j, col in enumerate(columns):
-        ax = fig.add_subplot(1, len(columns), j + 1)
+        ax = fig.add_subplot(nrows, ncols, j + 1)
         values = table.column(col).cast(pa.float64()).to_numpy(zero_copy_only=False)[train]
         data = [v[~np.isnan(v)] for v in (values[tier == t] for t in range(k))]
         if any(len(d) for d in data):
             ax.boxplot([d if len(d) else [np.nan] for d in data], showfliers=False)
             ax.set_xticks(range(1, k + 1), [f"tier {t}" for t in range(k)])
-        ax.set_title(col, fontsize=9)
+        ax.set_title(col, fontsize=8)
     fig.suptitle("Score distributions by tier")
     return save_png(fig, path)
 
