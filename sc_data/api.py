@@ -14,7 +14,21 @@ are imported on first use, so a user who only ingests never imports torch.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # type checkers and IDEs see the real signatures; at run time __getattr__ imports lazily
+    from sc_data.hub import publish, pull
+    from sc_data.ingest.pipeline import ingest
+    from sc_data.inspect import inspect
+    from sc_data.scorers.probe import judge_fit
+    from sc_data.scorers.runner import score
+    from sc_data.stage.export import export
+    from sc_data.stage.folder import verify
+    from sc_data.stage.pipeline import stage
+    from sc_data.stage.report import report
+    from sc_data.train.evaluate import evaluate
+    from sc_data.train.trainer import train
+    from sc_data.train.trl_engine import curriculum_dpo
 
 _VERBS = {
     "ingest": "sc_data.ingest.pipeline",
@@ -29,9 +43,13 @@ _VERBS = {
     "train": "sc_data.train.trainer",
     "evaluate": "sc_data.train.evaluate",
     "judge_fit": "sc_data.scorers.probe",
+    "curriculum_dpo": "sc_data.train.trl_engine",
 }
 
-__all__ = sorted(_VERBS)
+__all__ = [  # the verbs, spelled out so type checkers read them (a test checks it equals sorted(_VERBS))
+    "curriculum_dpo", "evaluate", "export", "ingest", "inspect", "judge_fit", "publish", "pull", "report", "score", "stage",
+    "train", "verify",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,7 @@ def test_every_verb_is_a_function(verb: str) -> None:
 
 
 def test_unknown_verb_lists_the_verbs() -> None:
-    with pytest.raises(AttributeError, match="verbs: \\['evaluate', 'export'"):
+    with pytest.raises(AttributeError, match="verbs: \\['curriculum_dpo', 'evaluate'"):
         api.nonsense  # noqa: B018
 
 
@@ -34,3 +34,17 @@ def test_ingest_through_the_api_keeps_the_package_module(tmp_path) -> None:
     result = api.ingest([src], tmp_path / "out.parquet")
     assert (result.rows_in, result.rows_out, result.rows_rejected) == (1, 1, 0)
     assert callable(sc_data.ingest.ingest)
+
+
+def test_type_checkers_see_every_verb() -> None:
+    """``__all__`` lists every verb, and the TYPE_CHECKING imports name each from the module that defines it."""
+    import ast
+    from pathlib import Path
+
+    from sc_data import api
+
+    assert api.__all__ == sorted(api._VERBS)
+    tree = ast.parse(Path(api.__file__).read_text("utf-8"))
+    block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    imported = {alias.name: node.module for node in block.body for alias in node.names}
+    assert imported == api._VERBS
