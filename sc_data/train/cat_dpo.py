@@ -13,10 +13,17 @@ categories; ``unknown`` (or no category) always has γ = 0.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+from sc_data.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from sc_data.train.config import CatDPOConfig
 
 UNKNOWN = "unknown"
 
@@ -80,3 +87,16 @@ class CatDPOController:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.gamma = dict(state["gamma"])
         self.unsafe = dict(state["unsafe"])
+
+
+def controller_for(config: CatDPOConfig, dev: pa.Table | None) -> CatDPOController:
+    """The controller a run's ``cat_dpo`` section asks for, once its dev split is known to exist.
+
+    Raises:
+        ConfigError: the staged data has no dev split (the unsafe rates are measured there).
+    """
+    if dev is None or len(dev) == 0:
+        raise ConfigError(
+            "cat_dpo.enabled needs a dev split (data/dev/*.parquet) in the staged dataset; stage with a dev fraction or disable cat_dpo"
+        )
+    return CatDPOController(eta=config.eta, target=config.target, gamma_max=config.gamma_max, ema=config.ema, min_count=config.min_count)

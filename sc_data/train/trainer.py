@@ -32,7 +32,7 @@ import torch
 
 from sc_data.errors import ConfigError
 from sc_data.io import write_json
-from sc_data.train.cat_dpo import CatDPOController, unsafe_rates
+from sc_data.train.cat_dpo import CatDPOController, controller_for, unsafe_rates
 from sc_data.train.checkpoint import (
     check_run_folder,
     latest_checkpoint,
@@ -146,6 +146,30 @@ class RefCache:
         self.chosen.copy_(state["chosen"])
         self.rejected.copy_(state["rejected"])
         self.known = state["known"].numpy().copy()
+
+
+def progress_state(counters: Counters, generation: int, cache: RefCache | None, seen: np.ndarray,
+                   dev_pi0: dict[str, torch.Tensor] | None, controller: CatDPOController | None) -> dict[str, Any]:
+    """The checkpoint's trainer state both engines write: counters, the reference generation it
+    builds on, reference cache, rows seen, π₀'s dev log-probs and Cat-DPO's state."""
+    return {
+        "counters": asdict(counters),
+        "reference_generation": generation,
+        "ref_cache": cache.state_dict() if cache is not None else None,
+        "seen": torch.from_numpy(seen.copy()),
+        "dev_pi0": dev_pi0,
+        "cat_dpo": controller.state_dict() if controller is not None else None,
+    }
+
+
+def restore_progress(state: dict[str, Any], cache: RefCache | None,
+                     controller: CatDPOController | None) -> tuple[Counters, np.ndarray, dict[str, torch.Tensor] | None]:
+    """Read :func:`progress_state` back: fills ``cache`` and ``controller``; returns (counters, rows seen, π₀ dev log-probs)."""
+    if cache is not None and state["ref_cache"] is not None:
+        cache.load_state_dict(state["ref_cache"])
+    if controller is not None:
+        controller.load_state_dict(state["cat_dpo"])
+    return Counters(**state["counters"]), state["seen"].numpy().copy(), state["dev_pi0"]
 
 
 class CurriculumDPO:
@@ -262,12 +286,7 @@ class CurriculumDPO:
         self.controller: CatDPOController | None = None
         self.dev_pairs: list[Any] = []
         if cfg.cat_dpo.enabled:
-            if self.staged.dev is None or len(self.staged.dev) == 0:
-                raise ConfigError(
-                    "cat_dpo.enabled needs a dev split (data/dev/*.parquet) in the staged dataset; stage with a dev fraction or disable cat_dpo"
-                )
-            cd = cfg.cat_dpo
-            self.controller = CatDPOController(eta=cd.eta, target=cd.target, gamma_max=cd.gamma_max, ema=cd.ema, min_count=cd.min_count)
+            self.controller = controller_for(cfg.cat_dpo, self.staged.dev)
             self.dev_pairs, self.dev_cats = tokenize_table(self._pair_tokenizer(self.tokenizer), self.staged.dev), categories_of(self.staged.dev)
         self.packer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sc-train-pack")
 
@@ -296,13 +315,7 @@ class CurriculumDPO:
         state = load_checkpoint(checkpoint)
         self.policy.load_states(state["trainable"], state["reference"])
         ts = state["trainer_state"]
-        self.counters = Counters(**ts["counters"])
-        if self.cache is not None and ts["ref_cache"] is not None:
-            self.cache.load_state_dict(ts["ref_cache"])
-        self.seen = ts["seen"].numpy().copy()
-        self.dev_pi0 = ts["dev_pi0"]
-        if self.controller is not None:
-            self.controller.load_state_dict(ts["cat_dpo"])
+        self.counters, self.seen, self.dev_pi0 = restore_progress(ts, self.cache, self.controller)
         set_rng_states(ts["rng"])
         self.resumed = state["optimizer"]
         run_info = self.output / "run_info.json"
@@ -495,15 +508,8 @@ class CurriculumDPO:
             gen = self.counters.reference_generation
             if gen > 0:
                 save_reference(self.output, gen, self.policy.reference_state())
-            state = {
-                "counters": asdict(self.counters),
-                "reference_generation": gen,
-                "ref_cache": self.cache.state_dict() if self.cache is not None else None,
-                "seen": torch.from_numpy(self.seen.copy()),
-                "dev_pi0": self.dev_pi0,
-                "cat_dpo": self.controller.state_dict() if self.controller is not None else None,
-                "model_ref": self.model_ref.as_dict(),
-            }
+            state = {**progress_state(self.counters, gen, self.cache, self.seen, self.dev_pi0, self.controller),
+                     "model_ref": self.model_ref.as_dict()}
             optimizer = {} if stage_end else {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
             save_checkpoint(self.output, self.counters.global_step, trainable=self.policy.trainable_state(), optimizer=optimizer,
                             trainer_state=state, config=self.resolved, keep=self.config.checkpoint.keep, stage_end=stage_end)

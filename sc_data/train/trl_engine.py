@@ -24,6 +24,7 @@ docs/ARCHITECTURE.md, "Two engines", lists what differs between the engines.
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import json
 import logging
 import shutil
@@ -42,7 +43,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from sc_data.errors import ConfigError
 from sc_data.io import write_json
-from sc_data.train.cat_dpo import CatDPOController, unsafe_rates
+from sc_data.train.cat_dpo import controller_for, unsafe_rates
 from sc_data.train.checkpoint import (
     check_run_folder,
     latest_checkpoint,
@@ -63,7 +64,14 @@ from sc_data.train.data import (
     stored_ref_logprobs,
     tokenize_table,
 )
-from sc_data.train.trainer import Counters, ProgressFn, RefCache, TrainResult
+from sc_data.train.trainer import (
+    Counters,
+    ProgressFn,
+    RefCache,
+    TrainResult,
+    progress_state,
+    restore_progress,
+)
 
 logger = logging.getLogger("sc_data.train")
 
@@ -181,14 +189,11 @@ class TRLCurriculum:
         self.cache = None if tr_dpo else RefCache(len(self.pairs), torch.device("cpu"))
         self.controller, self.dev_pairs, self.dev_cats = None, [], []
         if cfg.cat_dpo.enabled:
-            if self.staged.dev is None or len(self.staged.dev) == 0:
-                raise ConfigError("cat_dpo.enabled needs a dev split (data/dev/*.parquet) in the staged dataset; stage with a dev fraction")
-            cd = cfg.cat_dpo
-            self.controller = CatDPOController(eta=cd.eta, target=cd.target, gamma_max=cd.gamma_max, ema=cd.ema, min_count=cd.min_count)
+            self.controller = controller_for(cfg.cat_dpo, self.staged.dev)
             self.dev_pairs, self.dev_cats = tokenize_table(self.pair_tokenizer, self.staged.dev), categories_of(self.staged.dev)
         self.counters, self.seen = Counters(), np.zeros(len(self.pairs), dtype=bool)
         self.dev_pi0: dict[str, torch.Tensor] | None = None
-        self.run_info: dict[str, Any] = {"engine": "trl", "trl": _version("trl"), "dpo_config": args.to_dict()}
+        self.run_info: dict[str, Any] = {"engine": "trl", "trl": importlib.metadata.version("trl"), "dpo_config": args.to_dict()}
         self.step_resume: Path | None = None
         if self.resume:
             self._restore()
@@ -210,13 +215,7 @@ class TRLCurriculum:
                 self.model.load_state_dict(state["trainable"])
                 if self.ref_model is not None and state["reference"] is not None:
                     self.ref_model.load_state_dict(state["reference"])
-            ts = state["trainer_state"]
-            self.counters = Counters(**ts["counters"])
-            if self.cache is not None and ts["ref_cache"] is not None:
-                self.cache.load_state_dict(ts["ref_cache"])
-            self.seen, self.dev_pi0 = ts["seen"].numpy().copy(), ts["dev_pi0"]
-            if self.controller is not None:
-                self.controller.load_state_dict(ts["cat_dpo"])
+            self.counters, self.seen, self.dev_pi0 = restore_progress(state["trainer_state"], self.cache, self.controller)
         run_info = self.output / "run_info.json"
         if run_info.is_file():
             self.run_info = {**json.loads(run_info.read_text("utf-8")), **self.run_info}
@@ -412,8 +411,6 @@ class TRLCurriculum:
         """The native engine's stage-end checkpoint: weights (LoRA: adapter + merged base once), counters, cache, Cat-DPO."""
         if not self.is_main:
             return
-        from dataclasses import asdict
-
         generation, reference = 0, None
         if self.policy is not None and self.counters.reference_generation > 0:
             generation, reference = self.counters.reference_generation, self.policy.reference_state()
@@ -423,11 +420,7 @@ class TRLCurriculum:
             save_reference(self.output, generation, reference)
         trainable = self.policy.trainable_state() if self.policy is not None else {
             k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        state = {
-            "counters": asdict(self.counters), "reference_generation": generation,
-            "ref_cache": self.cache.state_dict() if self.cache is not None else None, "seen": torch.from_numpy(self.seen.copy()),
-            "dev_pi0": self.dev_pi0, "cat_dpo": self.controller.state_dict() if self.controller is not None else None,
-        }
+        state = progress_state(self.counters, generation, self.cache, self.seen, self.dev_pi0, self.controller)
         save_checkpoint(self.output, self.counters.global_step, trainable=trainable, optimizer={}, trainer_state=state,
                         config=self.config.model_dump(mode="json"), keep=self.config.checkpoint.keep, stage_end=True)
 
@@ -454,12 +447,6 @@ def _model_sha256(model: Any) -> str | None:
 
     folder = Path(str(getattr(model, "name_or_path", "") or ""))
     return resolve_model_path(str(folder)).sha256 if folder.is_dir() else None
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
 
 
 def check_trl_options(config: TrainConfig) -> None:
