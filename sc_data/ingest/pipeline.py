@@ -57,8 +57,9 @@ def _format_of(rows: list[dict[str, Any]], source: Source, options: IngestOption
     return fmt
 
 
-def _detected_batches(source: Source, options: IngestOptions, report: InputReport) -> Iterator[tuple[RawBatch, Converter]]:
-    """Yield the input's batches with the converter of its (detected) format.
+def _detected_batches(source: Source, options: IngestOptions, report: InputReport,
+                      fmt: str | None = None) -> Iterator[tuple[RawBatch, Converter]]:
+    """Yield the input's batches with the converter of its format (``fmt`` when already detected).
 
     Batches before the first parsed row are held back until the format is known.
 
@@ -67,7 +68,7 @@ def _detected_batches(source: Source, options: IngestOptions, report: InputRepor
     """
     held: list[RawBatch] = []
     seen_any = False
-    convert: Converter | None = None
+    convert: Converter | None = make_converter(fmt, source.name, options) if fmt is not None else None
     for batch in source.batches():
         seen_any = True
         if convert is None:
@@ -93,15 +94,16 @@ def _detected_batches(source: Source, options: IngestOptions, report: InputRepor
 
 def _source_batches(source: Source, options: IngestOptions, report: InputReport) -> Iterator[tuple[Converted, int]]:
     """(converted batch, records read) per batch of one input, in file order."""
+    fmt = None
     if parallel.plain_jsonl(source.path, source.kind, source.compression):
         first = next((b.rows for b in source.batches(batch_size=1024) if b.rows), None)
         if first is not None:
-            fmt = _format_of(first, source, options, report)
+            fmt = _format_of(first, source, options, report)  # detected once, whichever path reads the file
             processes = parallel.worth_it(source.path, source.kind, source.compression, options)
             if processes or columnar.applies(fmt, options):
                 yield from parallel.range_batches(cast(Path, source.path), fmt, source.name, source.spec, options, processes=processes)
                 return
-    for batch, convert in _detected_batches(source, options, report):
+    for batch, convert in _detected_batches(source, options, report, fmt):
         yield convert_batch(batch, convert, options, source.spec), len(batch.rows) + len(batch.rejects)
 
 
