@@ -33,16 +33,9 @@ _COLUMNS = ("prompt", "chosen", "rejected")
 _PARSE = pj.ParseOptions(explicit_schema=pa.schema([(c, pa.string()) for c in _COLUMNS]), unexpected_field_behavior="error")
 #: Control characters the fast path leaves to the row path (JSON escapes them as \\u00XX; NUL is a reject).
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
-#: Raw bytes no plain line holds besides non-ASCII: control characters but the newline (inside a
-#: string they are invalid JSON, which the row path rejects and a lenient parser might not).
-_RAW_CONTROL = bytes(b for b in range(32) if b != 10)
 #: What ``str.strip()`` removes from ASCII text once the other control characters are excluded.
 _WHITESPACE = " \t\n\r"
 _encode = json.encoder.encode_basestring  # type: ignore[attr-defined]  # the row path's C encoder
-
-
-def _quoted(text: str) -> str:
-    return '"' + text + '"'
 
 
 def applies(fmt: str, options: IngestOptions) -> bool:
@@ -50,13 +43,13 @@ def applies(fmt: str, options: IngestOptions) -> bool:
     return ENABLED and fmt == "trl" and not options.column_map
 
 
-def _parse(data: bytes) -> pa.Table | None:
-    """The stretch as a (prompt, chosen, rejected) table, or None when it is not one plain record per line."""
+def _parse(data: bytes, lines: int) -> pa.Table | None:
+    """The stretch of ``lines`` lines as a (prompt, chosen, rejected) table, or None when it is not one plain record per line."""
     if not data or not data.isascii() or b"\n\n" in data or data.startswith(b"\n"):
         return None
-    if len(data.translate(None, _RAW_CONTROL)) != len(data):
-        return None
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    newlines = lines - (0 if data.endswith(b"\n") else 1)
+    if np.count_nonzero(np.frombuffer(data, np.uint8) < 32) != newlines:
+        return None  # a control character besides the newline
     try:
         table = pj.read_json(pa.BufferReader(data), read_options=pj.ReadOptions(block_size=len(data) + 1, use_threads=False),
                              parse_options=_PARSE)
@@ -65,7 +58,7 @@ def _parse(data: bytes) -> pa.Table | None:
     return table if table.num_rows == lines and table.num_columns == 3 else None
 
 
-def _plain(table: pa.Table, max_chars: int, escaped: bool) -> list[list[str]] | None:
+def _plain(table: pa.Table, max_chars: int, escaped: bool) -> list[pa.Array] | None:
     """The stripped texts (prompt, chosen, rejected) when every row is the plain valid case, else None.
 
     ``escaped``: the stretch holds ``\\u`` escapes, which may decode to non-ASCII or control characters.
@@ -83,7 +76,37 @@ def _plain(table: pa.Table, max_chars: int, escaped: bool) -> list[list[str]] | 
         stripped.append(trimmed)
     if pc.any(pc.equal(stripped[1], stripped[2])).as_py():
         return None
-    return [s.to_pylist() for s in stripped]
+    return stripped
+
+
+#: The canonical JSON of a one-message-per-side pair (``validate.content_id``) with the three
+#: JSON strings (chosen, prompt, rejected) left as ``%s``: one C-level format per row builds it.
+_CANONICAL = (b'{"chosen":[{"content":%s,"role":"assistant"}],"prompt":[{"content":%s,"role":"user"}],'
+              b'"rejected":[{"content":%s,"role":"assistant"}]}')
+#: The same for texts that need no escaping: the JSON string is the text in quotes.
+_CANONICAL_PLAIN = _CANONICAL.replace(b"%s", b'"%s"')
+_ID_BYTES = 8  # an id is the first 16 hex digits of the sha256
+
+
+def _content_ids(stripped: list[pa.Array], escaped: bool) -> pa.StringArray:
+    """The content ids of the rows, equal to ``validate.content_id``'s.
+
+    ``escaped``: the stretch holds a backslash, so a text may hold a quote, backslash or control
+    character and goes through the row path's C encoder; without one no text does. The digests
+    are joined and hex-encoded once instead of one ``hexdigest`` per row.
+    """
+    prompt, chosen, rejected = stripped
+    if escaped:
+        template = _CANONICAL
+        texts = [[_encode(t).encode() for t in a.to_pylist()] for a in (chosen, prompt, rejected)]
+    else:
+        template = _CANONICAL_PLAIN
+        texts = [a.cast(pa.binary()).to_pylist() for a in (chosen, prompt, rejected)]
+    sha = hashlib.sha256
+    digests = b"".join([sha(template % row).digest()[:_ID_BYTES] for row in zip(*texts, strict=True)]).hex()
+    width = 2 * _ID_BYTES
+    offsets = np.arange(0, width * len(prompt) + 1, width, dtype=np.int32)
+    return pa.StringArray.from_buffers(len(prompt), pa.py_buffer(offsets), pa.py_buffer(digests.encode()))
 
 
 def _messages(role: str, content: pa.Array) -> pa.Array:
@@ -92,27 +115,19 @@ def _messages(role: str, content: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), pa.StructArray.from_arrays([roles, content], fields=list(MESSAGE_TYPE)))
 
 
-def columnar_chunk(data: bytes, source_name: str, options: IngestOptions) -> Converted | None:
-    """One stretch of whole lines as a converted batch (lines 1-based within it), or None for the row path."""
-    table = _parse(data)
+def columnar_chunk(data: bytes, lines: int, source_name: str, options: IngestOptions) -> Converted | None:
+    """One stretch of ``lines`` whole lines as a converted batch (lines 1-based within it), or None for the row path."""
+    table = _parse(data, lines)
     if table is None:
         return None
     stripped = _plain(table, options.max_chars, escaped=b"\\u" in data)
     if stripped is None:
         return None
-    sha = hashlib.sha256
-    # Without a backslash in the stretch no text holds a quote, backslash or control character, so
-    # its JSON string is the text in quotes; otherwise the row path's C encoder escapes it.
-    enc = _encode if b"\\" in data else _quoted
-    ids = [
-        sha(('{"chosen":[{"content":' + enc(c) + ',"role":"assistant"}],"prompt":[{"content":' + enc(p)
-             + ',"role":"user"}],"rejected":[{"content":' + enc(r) + ',"role":"assistant"}]}').encode()).hexdigest()[:16]
-        for p, c, r in zip(*stripped, strict=True)
-    ]
+    ids = _content_ids(stripped, escaped=b"\\" in data)
     n = table.num_rows
     flag = options.safety_pairs == "flag"
     arrays = [
-        pa.array(ids, pa.string()),
+        ids,
         _messages("user", table.column("prompt").combine_chunks()),
         _messages("assistant", table.column("chosen").combine_chunks()),
         _messages("assistant", table.column("rejected").combine_chunks()),
@@ -125,4 +140,5 @@ def columnar_chunk(data: bytes, source_name: str, options: IngestOptions) -> Con
     if flag:
         arrays.append(pa.nulls(n, pa.string()))
     batch = pa.RecordBatch.from_arrays(arrays, schema=output_schema(flag))
-    return Converted(batch, [], list(range(1, n + 1)), ids, ids)
+    id_list = ids.to_pylist()
+    return Converted(batch, [], list(range(1, n + 1)), id_list, id_list)

@@ -87,6 +87,8 @@ class IdLedger:
         """The batch without the rows the ledger refuses, and all the batch's rejects in line order."""
         if converted.pairs is None:
             return None, converted.rejects
+        if self._contents is None and converted.ids is converted.contents:
+            return converted.pairs, converted.rejects  # every id is its content id: nothing to refuse
         keep = np.ones(len(converted.ids), dtype=bool)
         extra: list[Reject] = []
         for k, (line, pid, content) in enumerate(zip(converted.lines, converted.ids, converted.contents, strict=True)):

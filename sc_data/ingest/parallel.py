@@ -83,7 +83,7 @@ def _parse_chunk(args: tuple[str, int, int, str, str, IngestOptions]) -> ChunkRe
         fh.seek(start)
         data = fh.read(end - start)
     lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
-    if columnar.applies(fmt, options) and (fast := columnar.columnar_chunk(data, source_name, options)) is not None:
+    if columnar.applies(fmt, options) and (fast := columnar.columnar_chunk(data, lines, source_name, options)) is not None:
         return lines, [(fast, lines)]
     convert = make_converter(fmt, source_name, options)
     out = []
