@@ -57,6 +57,17 @@ class StageResult:
         return {**self.__dict__, "output": str(self.output)}
 
 
+def _one_chunk(table: pa.Table) -> pa.Table:
+    """``table`` with one chunk per column, combined a column at a time so the copy costs one column, not the table."""
+    schema = table.schema
+    columns = list(table.columns)
+    del table
+    for i, column in enumerate(columns):
+        columns[i] = column.combine_chunks()
+        del column
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def read_scored(path: Path | str) -> tuple[pa.Table, list[dict[str, Any]], dict[str, Any]]:
     """Read a scored Parquet file (or folder of part files) and the manifest beside it.
 
@@ -77,7 +88,7 @@ def read_scored(path: Path | str) -> tuple[pa.Table, list[dict[str, Any]], dict[
     try:
         # One chunk per column (one row group per chunk otherwise): export takes each shard's rows
         # with one gather, which over a many-chunk table costs ~14x more and grows with the chunks.
-        table = pq.read_table(path if path.is_dir() else files[0]).combine_chunks()
+        table = _one_chunk(pq.read_table(path if path.is_dir() else files[0]))
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"cannot read {str(path)!r} as Parquet ({e}); is it the output of `sc-data score`?") from e
     inputs = [{"path": str(f), "sha256": sha256_file(f), "format": "parquet"} for f in files]
