@@ -1,11 +1,13 @@
 """Publish a staged dataset to the Hugging Face Hub and pull it back.
 
 A staged folder (docs/ARCHITECTURE.md, "The data contract between steps") is also the Hub repo layout, so publishing
-is a verified copy: check the folder against its manifest, create the dataset repo (private by
-default: the data is harmful text on purpose), and make ONE commit that adds what changed and
-deletes what the new manifest no longer lists. Pulling downloads a revision into a temporary
-folder, verifies it the same way and renames it into place, so a half-finished or tampered
-download never appears under the final name.
+is a verified copy: check the folder against its manifest before anything is sent, create the
+dataset repo (private by default: the data is harmful text on purpose), then let
+``HfApi.upload_folder`` make ONE commit: it skips unchanged files, deletes remote files the folder
+no longer holds (``delete_patterns``) and retries transient upload failures itself. Pulling goes
+through ``snapshot_download`` into the Hugging Face cache (so it works offline once cached and
+shares that cache with ``datasets``), verifies the snapshot the same way and only then copies it
+out, so a half-finished or tampered download never appears under the final name.
 
 Credentials come only from ``token=`` (the CLI passes nothing: huggingface_hub then reads
 ``HF_TOKEN`` or the ``hf auth login`` cache). The token is never printed, logged, or written to
@@ -19,26 +21,21 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sc_data.errors import HubError, InputError
-from sc_data.io import cache_dir as default_cache_dir
-from sc_data.io import sha256_file, temp_dir_beside
+from sc_data.io import temp_dir_beside
 
 #: Files the Hub itself manages in every repo; publish leaves them alone, pull skips them.
 HUB_MANAGED = (".gitattributes",)
-#: Transient failures (5xx, 429, connection errors) are retried this many times in all...
-RETRY_ATTEMPTS = 4
-#: ...waiting RETRY_BASE_S * 2**attempt seconds between tries (1, 2, 4 s by default).
-RETRY_BASE_S = 1.0
+#: Local files publish never uploads: the Hub's own, and client caches inside the folder.
+_NOT_UPLOADED = [*HUB_MANAGED, ".cache/**"]
 
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 _REPO_ID_RE = re.compile(rf"^{_PART}/{_PART}$")
@@ -50,7 +47,6 @@ _NAME_HELP = (
     "(e.g. my-org/safety-curriculum)"
 )
 
-T = TypeVar("T")
 Progress = Callable[[str, int, int], None]
 
 
@@ -111,9 +107,11 @@ def publish(
 ) -> PublishResult:
     """Upload a verified staged folder to a Hub dataset repo in one commit.
 
-    Only files whose content differs from the remote revision are uploaded (compared by sha256
-    for LFS files and git blob id for the rest); remote files the new manifest no longer lists
-    are deleted in the same commit, so the repo always equals the folder.
+    The folder is verified against its manifest before any request. ``HfApi.upload_folder`` then
+    uploads only what differs from the remote revision, deletes remote files the folder no longer
+    holds in the same commit (``delete_patterns``; ``.gitattributes`` is kept), and retries
+    transient failures of its uploads. The result lists what changed, read from the remote tree
+    before and after the commit.
 
     Args:
         path: The staged folder (README.md, sc_manifest.json, data/, rejects.parquet, ...).
@@ -122,7 +120,7 @@ def publish(
             existing repo's visibility is never changed.
         revision: Branch to commit to; created from ``main`` if missing. Default ``main``.
         create_pr: Open a pull request with the commit instead of committing to the branch.
-        message: Commit summary; default says what was added, changed and deleted.
+        message: Commit summary; default "Publish sc-data staged dataset".
         token: A Hub token; default ``HF_TOKEN`` or the ``hf auth login`` cache.
         endpoint: Hub URL; default ``HF_ENDPOINT`` or https://huggingface.co.
         progress: Called as ``progress(step, done, total)`` between steps (the CLI draws a bar).
@@ -134,7 +132,7 @@ def publish(
         VerifyError: The folder does not match its manifest (nothing is uploaded).
         HubError: Bad name, no or rejected token, repo or revision not found, network failure.
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub import HfApi
 
     from sc_data.stage.folder import verify
 
@@ -143,46 +141,33 @@ def publish(
         raise HubError(f"Cannot publish to commit {revision!r}: a commit is immutable. Pass a branch name as --revision.")
     step = progress or (lambda *_: None)
     folder = Path(path)
-    step("verify", 0, 4)
+    step("verify", 0, 3)
     verify(folder)
     token = _require_token(token)
     api = HfApi(endpoint=endpoint, token=token)
     where = endpoint or _default_endpoint()
+    branch = revision or "main"
 
-    step("create repo", 1, 4)
+    step("create repo", 1, 3)
     with _hub_errors(repo_id, revision, where):
-        _retry(api.whoami)  # a wrong token fails here, with the clearest answer the Hub gives
-        repo_url = _retry(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True))
-        if revision not in (None, "main") and not revision.startswith("refs/pr/"):
-            _retry(lambda: api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True))
-        is_private = bool(_retry(lambda: api.repo_info(repo_id, repo_type="dataset")).private)
-
-        step("compare", 2, 4)
-        remote = _retry(lambda: _remote_files(api, repo_id, revision or "main"))
-    local = _local_files(folder)
-    added, changed, unchanged = _diff(local, remote)
-    deleted = sorted(p for p in remote if p not in local and p not in HUB_MANAGED)
-    url = str(repo_url) if revision in (None, "main") else f"{repo_url}/tree/{revision}"
-    result = PublishResult(repo_id, url, revision or "main", is_private, None, None, None, added, changed, deleted, unchanged)
-    if not (added or changed or deleted):
-        step("up to date", 4, 4)
-        return result
-
-    step(f"upload {len(added) + len(changed)} files, delete {len(deleted)}", 3, 4)
-    summary = message or f"Publish sc-data staged dataset: {len(added)} added, {len(changed)} changed, {len(deleted)} deleted"
-
-    def commit() -> Any:
-        operations = [CommitOperationAdd(p, str(local[p])) for p in [*added, *changed]]
-        operations += [CommitOperationDelete(p) for p in deleted]
-        return api.create_commit(
-            repo_id, operations, commit_message=summary, repo_type="dataset", revision=revision, create_pr=create_pr
+        api.whoami()  # a wrong token fails here, with the clearest answer the Hub gives
+        repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        if branch != "main" and not branch.startswith("refs/pr/"):
+            api.create_branch(repo_id, branch=branch, repo_type="dataset", exist_ok=True)
+        info = api.repo_info(repo_id, repo_type="dataset", revision=branch)
+        before = _remote_files(api, repo_id, str(info.sha))
+        step("upload", 2, 3)
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=folder, repo_type="dataset", revision=revision, create_pr=create_pr,
+            commit_message=message or "Publish sc-data staged dataset", delete_patterns="*", ignore_patterns=_NOT_UPLOADED,
         )
-
-    with _hub_errors(repo_id, revision, where):
-        info = _retry(commit)
-    step("done", 4, 4)
+        made = commit.oid != info.sha  # upload_folder makes no empty commit: it returns the current head
+        after = _remote_files(api, repo_id, commit.oid) if made else before
+    step("done", 3, 3)
+    url = str(repo_url) if branch == "main" else f"{repo_url}/tree/{branch}"
     return PublishResult(
-        repo_id, url, revision or "main", is_private, info.oid, info.commit_url, info.pr_url, added, changed, deleted, unchanged
+        repo_id, url, branch, bool(info.private), commit.oid if made else None, commit.commit_url if made else None,
+        commit.pr_url if made else None, **_changes(before, after),
     )
 
 
@@ -193,12 +178,12 @@ def pull(
     token: str | None = None,
     endpoint: str | None = None,
 ) -> Path:
-    """Download ``ORG/NAME[@REV]`` into ``output`` and verify it against its manifest.
+    """Copy the verified ``ORG/NAME[@REV]`` out of the Hugging Face cache into ``output``.
 
-    The download goes to a temporary sibling of ``output`` and is renamed into place only after
-    :func:`sc_data.stage.folder.verify` passes, so ``output`` either holds a complete verified dataset
-    or does not exist. Hub-managed files (``.gitattributes``) are skipped; any other file the
-    manifest does not list fails verification.
+    The revision is fetched into the HF cache (:func:`snapshot`, offline from the cache alone) and
+    verified there; the copy goes to a temporary sibling of ``output`` renamed into place, so
+    ``output`` either holds a complete verified dataset or does not exist. Hub-managed files
+    (``.gitattributes``) are left out; any other file the manifest does not list fails verification.
 
     Args:
         repo_ref: ``ORG/NAME`` or ``ORG/NAME@REV`` (branch, tag, ``refs/pr/N`` or commit sha).
@@ -210,34 +195,19 @@ def pull(
         The output folder.
 
     Raises:
-        HubError: Bad reference, repo or revision not found, token refused, network failure.
+        HubError: Bad reference, repo or revision not found, token refused, offline and not
+            cached, network failure.
         VerifyError: The downloaded files do not match the manifest.
     """
-    from huggingface_hub import snapshot_download
-
-    from sc_data.stage.folder import verify
-
     ref = parse_repo_ref(repo_ref)
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HubError(f"Output {str(out)!r} already exists and is not an empty folder: pass a new folder to --output.")
+    source = snapshot(ref, token=token, endpoint=endpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir_beside(out, suffix=".pull")
     try:
-        with _hub_errors(ref.repo_id, ref.revision, endpoint or _default_endpoint()):
-            _retry(
-                lambda: snapshot_download(
-                    ref.repo_id,
-                    repo_type="dataset",
-                    revision=ref.revision,
-                    local_dir=tmp,
-                    token=token,
-                    endpoint=endpoint,
-                    ignore_patterns=list(HUB_MANAGED),
-                )
-            )
-        shutil.rmtree(tmp / ".cache", ignore_errors=True)  # huggingface_hub's local_dir metadata
-        verify(tmp)
+        shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*HUB_MANAGED, ".cache"))
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -246,30 +216,46 @@ def pull(
     return out
 
 
+def snapshot(ref: RepoRef, *, token: str | None = None, endpoint: str | None = None) -> Path:
+    """The verified snapshot of a Hub dataset revision in the Hugging Face cache (``HF_HOME``).
+
+    ``huggingface_hub.snapshot_download`` fetches what the cache lacks (nothing for a commit
+    already there) and, with ``HF_HUB_OFFLINE=1``, serves the cache alone.
+
+    Raises:
+        HubError: As :func:`pull`.
+        VerifyError: The snapshot does not match its manifest.
+    """
+    from huggingface_hub import snapshot_download
+
+    from sc_data.stage.folder import verify
+
+    with _hub_errors(ref.repo_id, ref.revision, endpoint or _default_endpoint()):
+        folder = Path(snapshot_download(
+            ref.repo_id, repo_type="dataset", revision=ref.revision, token=token, endpoint=endpoint,
+            ignore_patterns=list(HUB_MANAGED),
+        ))
+    verify(folder)
+    return folder
+
+
 def resolve_dataset(
     ref: str | os.PathLike[str],
     *,
-    cache_dir: str | os.PathLike[str] | None = None,
     token: str | None = None,
     endpoint: str | None = None,
 ) -> Path:
     """Turn "a folder or a Hub dataset" into a local verified folder.
 
     An existing local path is returned as is (the caller verifies it as it would any folder).
-    Anything else shaped like ``ORG/NAME[@REV]`` is resolved to its commit and pulled once into
-    ``<cache>/<org>/<name>/<commit>`` (cache: ``cache_dir``, else ``$SC_DATA_CACHE``, else
-    ``~/.cache/sc-data``); a later call for the same commit reuses the cached copy after
-    verifying it again. This lets ``train`` and ``inspect`` accept ``ORG/NAME`` wherever they
-    accept a folder.
+    Anything else shaped like ``ORG/NAME[@REV]`` is its verified :func:`snapshot` in the Hugging
+    Face cache, fetched once per commit. This lets ``train``, ``eval`` and ``inspect`` accept
+    ``ORG/NAME`` wherever they accept a folder.
 
     Raises:
         InputError: ``ref`` is neither an existing folder nor an ``ORG/NAME[@REV]`` reference.
         HubError, VerifyError: As :func:`pull`.
     """
-    from huggingface_hub import HfApi
-
-    from sc_data.stage.folder import verify
-
     local = Path(ref).expanduser()
     if local.exists():
         if not local.is_dir():
@@ -282,18 +268,7 @@ def resolve_dataset(
             f"{str(ref)!r} is neither an existing folder nor a Hub dataset reference ORG/NAME[@REV]; "
             "check the path, or name a Hub dataset like my-org/safety-curriculum@main."
         ) from None
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    commit = parsed.revision if parsed.revision and _COMMIT_RE.match(parsed.revision) else None
-    if commit is None:
-        api = HfApi(endpoint=endpoint, token=token)
-        with _hub_errors(parsed.repo_id, parsed.revision, endpoint or _default_endpoint()):
-            commit = _retry(lambda: api.repo_info(parsed.repo_id, repo_type="dataset", revision=parsed.revision).sha)
-    org, name = parsed.repo_id.split("/")
-    target = root / org / name / commit
-    if target.is_dir():
-        verify(target)
-        return target
-    return pull(f"{parsed.repo_id}@{commit}", target, token=token, endpoint=endpoint)
+    return snapshot(parsed, token=token, endpoint=endpoint)
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -317,95 +292,57 @@ def _require_token(token: str | None) -> str:
     return token
 
 
-def git_blob_oid(path: Path) -> str:
-    """Git's blob id of a file (sha1 of ``blob <size>\\0<bytes>``): how the Hub names non-LFS files."""
-    digest = hashlib.sha1(b"blob %d\x00" % path.stat().st_size)
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _local_files(folder: Path) -> dict[str, Path]:
-    """Every file of the (already verified) folder by its repo path, hidden folders excluded."""
-    files = {}
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder)
-        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
-            files[rel.as_posix()] = p
-    return files
-
-
-def _remote_files(api: Any, repo_id: str, revision: str) -> dict[str, Any]:
+def _remote_files(api: Any, repo_id: str, revision: str) -> dict[str, str]:
+    """Repo path -> the Hub's id of its content (LFS sha256, else git blob id), Hub-managed files left out."""
     from huggingface_hub.hf_api import RepoFile
 
     tree = api.list_repo_tree(repo_id, recursive=True, revision=revision, repo_type="dataset")
-    return {entry.path: entry for entry in tree if isinstance(entry, RepoFile)}
+    return {
+        e.path: e.lfs.sha256 if e.lfs else e.blob_id
+        for e in tree if isinstance(e, RepoFile) and e.path not in HUB_MANAGED
+    }
 
 
-def _diff(local: dict[str, Path], remote: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
-    """Split local files into (added, changed, unchanged) against the remote tree."""
-    added, changed, unchanged = [], [], []
-    for rel, p in local.items():
-        entry = remote.get(rel)
-        if entry is None:
-            added.append(rel)
-        elif (entry.lfs.sha256 == sha256_file(p)) if entry.lfs else (entry.blob_id == git_blob_oid(p)):
-            unchanged.append(rel)
-        else:
-            changed.append(rel)
-    return added, changed, unchanged
+def _changes(before: dict[str, str], after: dict[str, str]) -> dict[str, list[str]]:
+    """What a commit did, from the remote trees around it: added, changed, deleted, unchanged paths."""
+    common = [p for p in sorted(after) if p in before]
+    return {
+        "added": sorted(set(after) - set(before)),
+        "changed": [p for p in common if after[p] != before[p]],
+        "deleted": sorted(set(before) - set(after)),
+        "unchanged": [p for p in common if after[p] == before[p]],
+    }
 
 
 def _status(err: BaseException) -> int | None:
-    response = getattr(err, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _status_in_chain(err: BaseException) -> int | None:
     """The first HTTP status found along the cause chain, if any."""
     node: BaseException | None = err
     for _ in range(8):
         if node is None:
             return None
-        if _status(node) is not None:
-            return _status(node)
+        status = getattr(getattr(node, "response", None), "status_code", None)
+        if status is not None:
+            return int(status)
         node = node.__cause__ or node.__context__
     return None
 
 
-def _is_transient(err: BaseException) -> bool:
-    """5xx, 429 and connection/timeout errors, anywhere in the cause chain, are worth a retry."""
-    import httpx2
-
-    seen = 0
-    node: BaseException | None = err
-    while node is not None and seen < 8:
-        status = _status(node)
-        if isinstance(node, httpx2.TransportError) or (status is not None and (status >= 500 or status == 429)):
-            return True
-        node, seen = node.__cause__ or node.__context__, seen + 1
-    return False
-
-
-def _retry(fn: Callable[[], T]) -> T:
-    """Call ``fn``; retry transient failures with exponential backoff, RETRY_ATTEMPTS tries in all."""
-    for attempt in range(RETRY_ATTEMPTS - 1):
-        try:
-            return fn()
-        except Exception as err:
-            if not _is_transient(err):
-                raise
-            time.sleep(RETRY_BASE_S * 2**attempt)
-    return fn()  # the last attempt's error propagates
+def _offline_error(repo_id: str, revision: str | None) -> HubError:
+    name = f"{repo_id}@{revision}" if revision else repo_id
+    return HubError(
+        f"HF_HUB_OFFLINE is set and dataset {name!r} is not in the Hugging Face cache: unset HF_HUB_OFFLINE "
+        "(or set it to 0) to download it, or fetch it once while online (the cache lives under HF_HOME)."
+    )
 
 
 @contextlib.contextmanager
-def _hub_errors(repo_id: str, revision: str | None, endpoint: str) -> Iterator[None]:
+def _hub_errors(repo_id: str, revision: str | None, endpoint: str) -> Iterator[None]:  # noqa: C901 - one flat branch per failure kind
     """Turn huggingface_hub/httpx failures into HubErrors that say what to do (never the token)."""
     import httpx2
+    from huggingface_hub import constants
     from huggingface_hub.errors import (
         HfHubHTTPError,
+        LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -423,7 +360,7 @@ def _hub_errors(repo_id: str, revision: str | None, endpoint: str) -> Iterator[N
             "token with read access): check the name, or set HF_TOKEN / run `hf auth login`."
         ) from e
     except OfflineModeIsEnabled as e:
-        raise HubError("HF_HUB_OFFLINE is set, so the Hub cannot be reached: unset it (or set HF_HUB_OFFLINE=0) and retry.") from e
+        raise _offline_error(repo_id, revision) from e
     except HfHubHTTPError as e:
         status = _status(e)
         if status == 401:
@@ -436,28 +373,27 @@ def _hub_errors(repo_id: str, revision: str | None, endpoint: str) -> Iterator[N
                 f"The token has no write access to {repo_id!r} (403 Forbidden): use a token with write permission "
                 "on that namespace, or publish under your own ORG."
             ) from e
-        if _is_transient(e):
+        if status is not None and (status >= 500 or status == 429):
             raise HubError(
-                f"The Hub at {endpoint} kept failing ({status}) after {RETRY_ATTEMPTS} attempts for {repo_id!r}: "
-                "try again later."
+                f"The Hub at {endpoint} failed (HTTP {status}) for {repo_id!r}, after huggingface_hub's own retries "
+                "where it retries: try again later."
             ) from e
-        raise HubError(f"The Hub at {endpoint} refused the request for {repo_id!r} ({status}): {e}") from e
+        raise HubError(f"The Hub at {endpoint} refused the request for {repo_id!r} (HTTP {status}): {e}") from e
     except httpx2.TransportError as e:
         raise HubError(
-            f"Could not reach the Hub at {endpoint} after {RETRY_ATTEMPTS} attempts ({type(e).__name__}): check your "
-            "network connection and HF_ENDPOINT."
+            f"Could not reach the Hub at {endpoint} ({type(e).__name__}): check your network connection and HF_ENDPOINT."
         ) from e
-    except OSError as e:
-        # snapshot_download wraps connection errors and server errors in LocalEntryNotFoundError.
-        if _is_transient(e):
-            status = _status_in_chain(e)
-            if status is not None:
-                raise HubError(
-                    f"The Hub at {endpoint} kept answering HTTP {status} after {RETRY_ATTEMPTS} attempts for {repo_id!r}: "
-                    "the server is failing; try again later."
-                ) from e
+    except LocalEntryNotFoundError as e:
+        # snapshot_download's answer when neither the Hub nor the cache can serve the revision.
+        if constants.HF_HUB_OFFLINE:
+            raise _offline_error(repo_id, revision) from e
+        status = _status(e)
+        if status is not None:
             raise HubError(
-                f"Could not reach the Hub at {endpoint} after {RETRY_ATTEMPTS} attempts: check your network "
-                "connection and HF_ENDPOINT."
+                f"The Hub at {endpoint} answered HTTP {status} for {repo_id!r} and the revision is not in the "
+                "Hugging Face cache: the server is failing; try again later."
             ) from e
-        raise
+        raise HubError(
+            f"Could not reach the Hub at {endpoint} for {repo_id!r}, and the revision is not in the Hugging Face "
+            "cache: check your network connection and HF_ENDPOINT."
+        ) from e

@@ -156,7 +156,7 @@ def inspect(path: str | Path) -> dict[str, Any]:
     if not local.exists() and local.suffix.lower() not in (".parquet", ".jsonl", ".json", ".csv") and str(path).count("/") == 1:
         from sc_data.hub import resolve_dataset
 
-        local = resolve_dataset(str(path))  # a Hub dataset ORG/NAME[@REV]: pulled, verified, cached
+        local = resolve_dataset(str(path))  # a Hub dataset ORG/NAME[@REV]: its verified snapshot in the HF cache
     summary = summarize(read_any(local))
     summary["path"] = str(path)
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -27,16 +28,23 @@ from sc_data.ingest.formats import FORMAT_NAMES
 
 FLAGS = ConfigFlags(
     IngestOptions, format="format", prefer="prefer", safety_pairs="safety_pairs", dedup="dedup", max_chars="max_chars",
-    split="split",
+    split="split", subset="subset", revision="revision", streaming="streaming",
 )
 Format = choice_enum("Format", FORMAT_NAMES)
 Prefer = FLAGS.choices("prefer")
 SafetyPairs = FLAGS.choices("safety_pairs")
 
 
+def quiet_hub_bars() -> None:
+    """Off a terminal, keep `datasets` / `huggingface_hub` download bars out of stderr (set before they are imported)."""
+    if not show_progress():
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 @handle_errors
 def ingest_command(
-    inputs: Annotated[list[str], typer.Argument(help="Files (JSONL/JSON/CSV/Parquet, .gz/.zst ok), save_to_disk folders or dataset names.", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(help="Files (JSONL/JSON/CSV/Parquet, .gz/.zst ok), save_to_disk folders or Hub datasets ORG/NAME[@REV].", show_default=False)],
     output: OutputFile,
     format: Annotated[Format | None, FLAGS.option("format", "--format", "-f")] = None,  # noqa: A002
     column_map: Annotated[list[str] | None, typer.Option("--map", metavar="CANONICAL=SOURCE", help="canonical=source column, repeatable: --map prompt=question --map chosen=good.")] = None,
@@ -45,6 +53,9 @@ def ingest_command(
     dedup: Annotated[bool | None, FLAGS.option("dedup", "--dedup/--no-dedup")] = None,
     max_chars: Annotated[int | None, FLAGS.option("max_chars", min=1)] = None,
     split: Annotated[str | None, FLAGS.option("split")] = None,
+    subset: Annotated[str | None, FLAGS.option("subset")] = None,
+    revision: Annotated[str | None, FLAGS.option("revision")] = None,
+    streaming: Annotated[bool | None, FLAGS.option("streaming", "--streaming/--no-streaming")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs that sc-data wrote.")] = False,
     rejects: Annotated[Path | None, typer.Option("--rejects", help="Rejects Parquet; default <output stem>.rejects.parquet.", dir_okay=False)] = None,
     config: ConfigFile = None,
@@ -59,8 +70,11 @@ def ingest_command(
         sc-data ingest harmless-base-test.jsonl.gz pku.jsonl -o pairs.parquet --safety-pairs flag
 
         sc-data ingest qa.csv -o pairs.parquet --map prompt=question --map chosen=good --map rejected=bad
+
+        sc-data ingest PKU-Alignment/PKU-SafeRLHF -o pku-train.parquet --subset default --split train --streaming
     """
     given = {**FLAGS.overrides(locals()), "column_map": parse_column_map(column_map)}
+    quiet_hub_bars()
     options = make_options(**load_config(config, given))
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} records"),
                   TimeElapsedColumn(), console=stderr, transient=True, disable=not show_progress()) as progress:

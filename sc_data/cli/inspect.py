@@ -1,4 +1,4 @@
-"""``sc-data inspect``: summary of a pairs / scored Parquet or a staged dataset folder."""
+"""``sc-data inspect``: summary of a pairs / scored Parquet, a staged dataset folder or a staged Hub dataset."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _fmt(value: Any) -> str:
 
 @handle_errors
 def inspect_command(
-    path: Annotated[Path, typer.Argument(help="A pairs or scored Parquet file, or a staged dataset folder.", show_default=False)],
+    path: Annotated[Path, typer.Argument(help="A pairs or scored Parquet file, a staged dataset folder, or a staged Hub dataset ORG/NAME[@REV] (through the Hugging Face cache).", show_default=False)],
     as_json: JsonFlag = False,
 ) -> None:
     """Summarise a pairs, scored or staged table: rows, lengths, categories, flags, scores, tiers.
@@ -31,6 +31,8 @@ def inspect_command(
         sc-data inspect pairs.parquet
 
         sc-data inspect staged/ --json
+
+        sc-data inspect my-org/safety-curriculum@v1
     """
     from sc_data.inspect import inspect
 

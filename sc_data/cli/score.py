@@ -24,6 +24,7 @@ from sc_data.cli._common import (
     stderr,
     stdout,
 )
+from sc_data.cli.ingest import quiet_hub_bars
 from sc_data.config import parse_assignments
 from sc_data.errors import ConfigError
 from sc_data.ingest import IngestOptions, make_options, parse_column_map
@@ -31,7 +32,10 @@ from sc_data.ingest.formats import FORMAT_NAMES
 from sc_data.scorers.runner import DEFAULT_PART_ROWS, describe_scorers, score
 
 #: The ingest options a raw input is read with (the same flags as `sc-data ingest`).
-INGEST = ConfigFlags(IngestOptions, format="format", prefer="prefer", safety_pairs="safety_pairs", split="split")
+INGEST = ConfigFlags(
+    IngestOptions, format="format", prefer="prefer", safety_pairs="safety_pairs", split="split", subset="subset",
+    revision="revision", streaming="streaming",
+)
 Format = choice_enum("Format", FORMAT_NAMES)
 Prefer = INGEST.choices("prefer")
 SafetyPairs = INGEST.choices("safety_pairs")
@@ -94,7 +98,7 @@ class _RateProgress:
 def score_command(
     inputs: Annotated[
         list[str],
-        typer.Argument(help="Raw preference files in any layout ingest reads, or a canonical pairs Parquet.", show_default=False),
+        typer.Argument(help="Raw preference files or Hub datasets ORG/NAME[@REV] in any layout ingest reads, or a canonical pairs Parquet.", show_default=False),
     ],
     output: OutputFile,
     scorer: Annotated[
@@ -112,6 +116,9 @@ def score_command(
     prefer: Annotated[Prefer | None, INGEST.option("prefer")] = None,
     safety_pairs: Annotated[SafetyPairs | None, INGEST.option("safety_pairs")] = None,
     split: Annotated[str | None, INGEST.option("split")] = None,
+    subset: Annotated[str | None, INGEST.option("subset")] = None,
+    revision: Annotated[str | None, INGEST.option("revision")] = None,
+    streaming: Annotated[bool | None, INGEST.option("streaming", "--streaming/--no-streaming")] = None,
     part_rows: Annotated[int, typer.Option(help="Rows per part file (the resume granularity).", min=1)] = DEFAULT_PART_ROWS,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its part files.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output that sc-data wrote.")] = False,
@@ -142,6 +149,7 @@ def score_command(
             raise ConfigError("--model needs at least one --scorer to apply to")
         _model_options(names, model, options)
     given = {k: v for k, v in INGEST.overrides(locals()).items() if v is not None}
+    quiet_hub_bars()
     if column_map:
         given["column_map"] = parse_column_map(column_map)
     ingest = make_options(**given) if given else None

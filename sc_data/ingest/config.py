@@ -50,7 +50,16 @@ class IngestOptions(BaseModel):
     dedup: bool = Field(False, description="Send pairs whose id was already seen to the rejects (reason duplicate).")
     max_chars: int = Field(DEFAULT_MAX_CHARS, gt=0, description="Longest accepted text of one message, in characters.")
     split: str | None = Field(
-        None, description="The split to read from a datasets DatasetDict (splits are never merged; required when it has several)."
+        None, description="The split to read from a datasets DatasetDict or Hub dataset (splits are never merged; required when it has several)."
+    )
+    subset: str | None = Field(
+        None, description="Hub inputs: the dataset's config (subset) to read, datasets.load_dataset's name; required when it has several."
+    )
+    revision: str | None = Field(
+        None, description="Hub inputs: the branch, tag or commit to read (or write ORG/NAME@REV); the commit read is recorded."
+    )
+    streaming: bool = Field(
+        False, description="Hub inputs: stream the rows (datasets streaming) instead of downloading and preparing the set first."
     )
 
     @field_validator("format")
@@ -119,7 +128,11 @@ def parse_column_map(items: list[str] | None) -> dict[str, str] | None:
 
 @dataclass
 class InputReport:
-    """What one input contributed: where it was, its hash, the detected format and its counts."""
+    """What one input contributed: where it was, its hash, the detected format and its counts.
+
+    ``hub`` is set for a Hub dataset: repo id, config, split, the revision asked for, the commit
+    read and whether it was streamed.
+    """
 
     path: str
     sha256: str
@@ -128,6 +141,7 @@ class InputReport:
     rows_out: int = 0
     rows_rejected: int = 0
     license: str | None = None
+    hub: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if v is not None}

@@ -107,6 +107,18 @@ def _source_batches(source: Source, options: IngestOptions, report: InputReport)
         yield convert_batch(batch, convert, options, source.spec), len(batch.rows) + len(batch.rejects)
 
 
+def resolve_inputs(inputs: Sequence[str | Path | pa.Table | Any], options: IngestOptions) -> list[Source]:
+    """Each input resolved, with the dataset selection of ``options`` (split; Hub config, revision, streaming) applied.
+
+    Raises:
+        InputError: an input is missing or of an unknown type, or its ``@REV`` contradicts ``options.revision``.
+    """
+    sources = [resolve(spec, i) for i, spec in enumerate(inputs)]
+    for source in sources:
+        source.choose(split=options.split, subset=options.subset, revision=options.revision, streaming=options.streaming)
+    return sources
+
+
 def iter_ingest(
     inputs: Sequence[str | Path | pa.Table | Any], options: IngestOptions, reports: list[InputReport], progress: Progress | None = None
 ) -> Iterator[tuple[pa.RecordBatch | None, list[Reject]]]:
@@ -117,10 +129,8 @@ def iter_ingest(
     """
     if not inputs:
         raise InputError("no input given; pass one or more files, folders or dataset names")
-    sources = [resolve(spec, i) for i, spec in enumerate(inputs)]
     ledger = IdLedger(options.dedup)
-    for source in sources:
-        source.split = options.split
+    for source in resolve_inputs(inputs, options):
         report = InputReport(path=source.spec, sha256="", format=None)
         reports.append(report)
         # hashlib releases the GIL: hash the file on the second core while this one parses it.
@@ -134,6 +144,7 @@ def iter_ingest(
                 progress(records)
             yield pairs, rejects
         report.sha256 = digest.result()
+        report.hub = source.hub_record()
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
 """Input files, folders and Hub names -> batches of raw rows (dicts), streamed.
 
 Supported: JSONL, JSON (an array, or ``{"data": [...]}``), CSV, Parquet, a ``datasets``
-``save_to_disk`` folder, and a ``datasets.load_dataset`` name when the Hub or the local cache can
-serve it. gzip and zstd compression is recognised by magic bytes (any extension).
+``save_to_disk`` folder, and a Hub dataset ``ORG/NAME[@REV]`` read through ``datasets`` (its
+config, split, revision and streaming chosen by :meth:`Source.choose`; offline, the local
+``datasets`` cache serves it). gzip and zstd compression is recognised by magic bytes (any extension).
 
 JSONL is read line by line so a bad line (truncated JSON, invalid UTF-8, not an object) becomes a
 reject with its line number instead of failing the file; blank lines are skipped and not counted,
@@ -11,8 +12,8 @@ JSONL and the 1-based record number for every other format.
 
 A fault of the file itself (truncated or corrupt compression, unreadable bytes, a file with no
 record at all) is one :class:`~sc_data.errors.InputError` naming the file and how far reading got.
-A ``datasets`` ``DatasetDict`` is read one split at a time: ``split`` names it, and several splits
-are never merged (an upstream test split must not leak into training).
+A ``datasets`` ``DatasetDict`` (on disk or on the Hub) is read one split at a time: ``split`` names
+it, and several splits are never merged (an upstream test split must not leak into training).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import gzip
 import hashlib
 import io
 import json
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -59,7 +61,11 @@ class RawBatch:
 
 @dataclass
 class Source:
-    """One resolved input: what it is and how to read it."""
+    """One resolved input: what it is and how to read it.
+
+    A Hub dataset's ``name`` is its repo id; ``subset``, ``revision`` and ``streaming`` apply to
+    Hub datasets only, ``split`` to every ``DatasetDict``; ``split_read`` is the split read.
+    """
 
     spec: str
     name: str
@@ -68,14 +74,49 @@ class Source:
     compression: str | None = None
     data: Any = None
     split: str | None = None
+    subset: str | None = None
+    revision: str | None = None
+    streaming: bool = False
+    split_read: str | None = None
+    _builder: Any = field(default=None, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def choose(self, *, split: str | None, subset: str | None = None, revision: str | None = None,
+               streaming: bool = False) -> None:
+        """Set what to read of a dataset: the split, and of a Hub dataset its config, revision and streaming.
+
+        Raises:
+            InputError: ``revision`` differs from the ``@REV`` the spec already names.
+        """
+        self.split = split
+        if self.kind != "hub":
+            return
+        if revision is not None and self.revision is not None and revision != self.revision:
+            raise InputError(
+                f"{self.spec} names revision {self.revision!r} and --revision is {revision!r}; give the revision once "
+                f"(either {self.name}@REV or --revision REV)"
+            )
+        self.revision = self.revision or revision
+        self.subset, self.streaming = subset, streaming
+
+    def hub_record(self) -> dict[str, Any] | None:
+        """What was read of a Hub dataset, for the manifest: repo id, config, split, revision, commit, streaming."""
+        if self.kind != "hub":
+            return None
+        builder = _hub_builder(self)
+        return {
+            "repo_id": self.name, "config": builder.config.name, "split": self.split_read, "revision": self.revision,
+            "commit": builder.hash, "streaming": self.streaming,
+        }
 
     def sha256(self) -> str:
-        """sha256 of the file; of a folder or a Hub dataset's cache, over its files' names and
-        hashes; of an in-memory table, over its Arrow IPC stream."""
+        """sha256 of the file; of a folder, over its files' names and hashes; of a Hub dataset, over
+        its repo id and the commit read (a git commit fixes every file); of an in-memory table, over
+        its Arrow IPC stream."""
         if self.kind == "memory":
             return _hash_tables(_tables_of(self.data))
         if self.kind == "hub":
-            return _hash_files(_cache_files(_load_hub(self.spec)))
+            return hashlib.sha256(f"datasets/{self.name}@{_hub_builder(self).hash}".encode()).hexdigest()
         path = cast(Path, self.path)  # every non-hub source has one
         if path.is_dir():
             return _hash_files(p for p in sorted(path.rglob("*")) if p.is_file())
@@ -115,7 +156,7 @@ class Source:
         elif self.kind == "disk":
             yield from _dataset_batches(_load_disk(self.path), batch_size, self)
         else:
-            yield from _dataset_batches(_load_hub(self.spec), batch_size, self)
+            yield from _dataset_batches(_hub_dataset(self), batch_size, self)
 
 
 def _hash_files(paths: Any) -> str:
@@ -123,11 +164,6 @@ def _hash_files(paths: Any) -> str:
     for path in paths:
         digest.update(f"{path.name}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
-
-
-def _cache_files(dataset: Any) -> list[Path]:
-    splits = dataset.values() if hasattr(dataset, "keys") else [dataset]
-    return [Path(f["filename"]) for split in splits for f in split.cache_files]
 
 
 def _tables_of(data: Any) -> list[pa.Table]:
@@ -217,8 +253,8 @@ def _open(source: Source) -> IO[bytes]:
 
 
 def resolve(spec: str | Path | Any, index: int = 0) -> Source:
-    """Decide what an input is: a file (and its format and compression), a folder, a Hub name, or
-    an in-memory ``pyarrow.Table`` / ``datasets.Dataset`` / ``DatasetDict`` (named ``<table N>``).
+    """Decide what an input is: a file (and its format and compression), a folder, a Hub name
+    (``ORG/NAME[@REV]``), or an in-memory ``pyarrow.Table`` / ``datasets.Dataset`` / ``DatasetDict`` (named ``<table N>``).
 
     Raises:
         InputError: a missing file, a folder that isn't a saved dataset, an unknown file type.
@@ -259,7 +295,8 @@ def resolve(spec: str | Path | Any, index: int = 0) -> Source:
     )
     if looks_like_path:
         raise InputError(f"input file {text} does not exist; check the path")
-    return Source(text, text, "hub")
+    name, _, revision = text.partition("@")
+    return Source(text, name, "hub", revision=revision or None)
 
 
 def _sniff_kind(source: Source) -> str:
@@ -402,18 +439,62 @@ def _load_disk(path: Path | None) -> Any:
         raise InputError(f"can't load the saved dataset folder {path}: {e}") from e
 
 
-@functools.cache
-def _load_hub(name: str) -> Any:
+def _hub_builder(source: Source) -> Any:
+    """The ``datasets`` builder of a Hub input, made once (hashing and reading run on two threads).
+
+    ``builder.hash`` is the commit datasets resolved the revision to (offline: the cached one's).
+    """
     import datasets
 
+    with source._lock:
+        if source._builder is None:
+            try:
+                source._builder = datasets.load_dataset_builder(source.name, source.subset, revision=source.revision)
+            except Exception as e:  # noqa: BLE001 - datasets raises many types; all mean "can't serve it"
+                raise _hub_error(source, e) from e
+        return source._builder
+
+
+def _hub_dataset(source: Source) -> dict[str, Any]:
+    """A Hub input's split, streamed (an IterableDataset) or downloaded, prepared and memory-mapped.
+
+    The split is chosen from the builder's data files (or cached split info) before anything is
+    downloaded, so a refusal (no --split, an unknown one) costs no download.
+    """
+    builder = _hub_builder(source)
+    names = list(getattr(builder.config, "data_files", None) or builder.info.splits or [])
+    split = _pick_split(names, source) if names else source.split
     try:
-        return datasets.load_dataset(name)
-    except Exception as e:  # noqa: BLE001 - datasets raises many types; all mean "can't serve it"
-        raise InputError(
-            f"input {name!r} is not a file or folder, and datasets.load_dataset({name!r}) failed "
-            f"({type(e).__name__}: {e}). Offline (HF_HUB_OFFLINE=1) only the local cache can serve "
-            "Hub names: pass a local file, or download the dataset first"
-        ) from e
+        if source.streaming:
+            return _by_split(builder.as_streaming_dataset(split=split), split)
+        builder.download_and_prepare()
+        return _by_split(builder.as_dataset(split=split), split)
+    except Exception as e:  # noqa: BLE001 - as above
+        raise _hub_error(source, e) from e
+
+
+def _by_split(dataset: Any, split: str | None) -> Any:
+    """``{split: dataset}`` for one split read, so it is picked and recorded like a DatasetDict's."""
+    return dataset if split is None else {split: dataset}
+
+
+def _hub_error(source: Source, e: Exception) -> InputError:
+    """One line for a Hub input ``datasets`` could not serve: offline and not cached, unreachable, or what it said."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE and isinstance(e, ConnectionError):
+        return InputError(
+            f"input {source.spec!r}: HF_HUB_OFFLINE is set and this Hub dataset is not in the local datasets cache; "
+            "unset HF_HUB_OFFLINE (or set it to 0) to download it, or pass a local file"
+        )
+    if isinstance(e, ConnectionError):
+        return InputError(
+            f"input {source.spec!r}: can't reach the Hub ({e}); check your network and HF_ENDPOINT, or pass a local file"
+        )
+    return InputError(
+        f"input {source.spec!r} is not a file or folder, and datasets can't load it as a Hub dataset "
+        f"({type(e).__name__}: {e}); check the name, --subset, --split and --revision"
+    )
 
 
 def _dataset_batches(dataset: Any, batch_size: int, source: Source) -> Iterator[RawBatch]:
@@ -422,10 +503,12 @@ def _dataset_batches(dataset: Any, batch_size: int, source: Source) -> Iterator[
         yield from _table_batches(dataset, batch_size)
         return
     if hasattr(dataset, "keys"):
-        dataset = dataset[_pick_split(list(dataset.keys()), source)]
+        source.split_read = _pick_split(list(dataset.keys()), source)
+        dataset = dataset[source.split_read]
     elif source.split is not None:
         raise InputError(f"--split {source.split!r}: {source.spec} is a single dataset without named splits; drop --split")
     offset = 0
+    # A streamed (Iterable) dataset yields the same Arrow tables, one batch at a time, so memory stays flat.
     for table in dataset.with_format("arrow").iter(batch_size=batch_size):
         yield from _table_batches(table, batch_size, offset)
         offset += table.num_rows

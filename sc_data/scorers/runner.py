@@ -356,14 +356,14 @@ def _is_canonical(path: Path) -> bool:
 
 def _ingested_already(pairs: Path, inputs: list[str], options: Any) -> bool:
     """Whether ``pairs`` is this very ingest's output (same input hashes and options): a resume keeps it."""
-    from sc_data.ingest.readers import resolve
+    from sc_data.ingest.pipeline import resolve_inputs
     from sc_data.manifest import read_manifest
 
     if not (pairs.is_file() and manifest_path(pairs).is_file()):
         return False
     manifest = read_manifest(manifest_path(pairs))
     done = [i.get("sha256") for i in manifest.get("inputs", [])]
-    return done == [resolve(spec).sha256() for spec in inputs] and manifest.get("recipe") == {"step": "ingest", **options.model_dump()}
+    return done == [source.sha256() for source in resolve_inputs(inputs, options)] and manifest.get("recipe") == {"step": "ingest", **options.model_dump()}
 
 
 def pairs_to_score(

@@ -45,6 +45,7 @@ def hub_client(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake_hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-file"))
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-stored-tokens"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     monkeypatch.setenv("HF_TOKEN", VALID_TOKEN)
     monkeypatch.setenv("SC_DATA_CACHE", str(tmp_path / "sc-cache"))
     return fake_hub

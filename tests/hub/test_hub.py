@@ -143,25 +143,23 @@ class TestPublish:
         with pytest.raises(HubError, match=r"Cannot publish to commit '0{40}': a commit is immutable"):
             hub.publish(staged, REPO, revision="0" * 40)
 
-    def test_transient_errors_are_retried(self, hub_client: FakeHub, staged: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(hub, "RETRY_BASE_S", 0.0)
-        hub_client.fail_next(f"/api/datasets/{REPO}/commit/", 503, times=2)
-        hub_client.fail_next("/api/repos/create", 502, times=1)
+    def test_transient_upload_failures_are_retried_by_huggingface_hub(self, hub_client: FakeHub, staged: Path) -> None:
+        hub_client.fail_next(f"/api/datasets/{REPO}/preupload/", 503, times=1)
+        hub_client.fail_next("/lfs-upload/", 502, times=1)
         result = hub.publish(staged, REPO)
         assert hub_client.repo(REPO).refs["main"] == result.commit_oid
-        commits = [r for r in hub_client.requests if r[1].startswith(f"/api/datasets/{REPO}/commit/")]
-        assert len(commits) == 3
+        preuploads = [r for r in hub_client.requests if r[1].startswith(f"/api/datasets/{REPO}/preupload/")]
+        assert len(preuploads) == 2
 
-    def test_persistent_errors_give_up(self, hub_client: FakeHub, staged: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(hub, "RETRY_BASE_S", 0.0)
-        hub_client.fail_next("/api/repos/create", 503, times=hub.RETRY_ATTEMPTS)
-        with pytest.raises(HubError, match=r"kept failing \(503\) after 4 attempts for 'sc-org/curriculum': try again later"):
+    def test_a_failing_commit_is_one_clear_error_and_commits_nothing(self, hub_client: FakeHub, staged: Path) -> None:
+        hub_client.fail_next(f"/api/datasets/{REPO}/commit/", 503, times=1)
+        with pytest.raises(HubError, match=r"failed \(HTTP 503\) for 'sc-org/curriculum'.*try again later"):
             hub.publish(staged, REPO)
+        assert set(hub_client.repo(REPO).commit_at("main").files) == {".gitattributes"}
 
-    def test_unreachable_hub(self, staged: Path, monkeypatch: pytest.MonkeyPatch, hub_client: FakeHub) -> None:
-        monkeypatch.setattr(hub, "RETRY_BASE_S", 0.0)
+    def test_unreachable_hub(self, staged: Path, hub_client: FakeHub) -> None:
         hub_client.stop()
-        with pytest.raises(HubError, match=r"Could not reach the Hub at http://127\.0\.0\.1:\d+ after 4 attempts \(ConnectError\)"):
+        with pytest.raises(HubError, match=r"Could not reach the Hub at http://127\.0\.0\.1:\d+ \(ConnectError\)"):
             hub.publish(staged, REPO, endpoint=hub_client.endpoint)
 
 
@@ -222,10 +220,10 @@ class TestResolveDataset:
     def test_local_folder_is_returned_as_is(self, staged: Path) -> None:
         assert hub.resolve_dataset(staged) == staged
 
-    def test_hub_ref_is_pulled_once_into_the_cache(self, hub_client: FakeHub, staged: Path, tmp_path: Path) -> None:
+    def test_hub_ref_is_fetched_once_into_the_hf_cache(self, hub_client: FakeHub, staged: Path, tmp_path: Path) -> None:
         oid = hub.publish(staged, REPO).commit_oid
         first = hub.resolve_dataset(REPO)
-        assert first == tmp_path / "sc-cache" / "sc-org" / "curriculum" / oid
+        assert first == tmp_path / "hf_cache" / "datasets--sc-org--curriculum" / "snapshots" / str(oid)
         assert files_of(first) == files_of(staged)
         downloads = sum(1 for r in hub_client.requests if "/resolve/" in r[1])
         assert hub.resolve_dataset(f"{REPO}@main") == first
@@ -237,9 +235,7 @@ class TestResolveDataset:
 
 
 class TestHardening:
-    def test_a_server_error_is_not_called_unreachable(self, hub_client: FakeHub, staged: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(hub, "RETRY_BASE_S", 0.0)
+    def test_a_server_error_is_not_called_unreachable(self, hub_client: FakeHub, staged: Path, tmp_path: Path) -> None:
         hub.publish(staged, REPO)
         hub_client.fail_next(f"/api/datasets/{REPO}/revision/", 500, times=1000)
         with pytest.raises(HubError, match=r"500") as caught:
