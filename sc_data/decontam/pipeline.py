@@ -30,10 +30,19 @@ from sc_data.decontam.text import Turns, prompt_turns
 from sc_data.errors import InputError, config_error
 from sc_data.ingest.arrow import raw_excerpt, rejects_to_table
 from sc_data.io import sha256_file, write_parquet
-from sc_data.manifest import claim_output_files, file_entry, manifest_path, new_manifest, upstream_of, write_manifest
+from sc_data.manifest import (
+    claim_output_files,
+    file_entry,
+    manifest_path,
+    new_manifest,
+    upstream_of,
+    write_manifest,
+)
 
 #: The reject reason of a removed pair: ``contaminated:<method>``.
 REASON_PREFIX = "contaminated:"
+#: Characters of each prompt kept in a reject's ``raw`` JSON (two prompts stay within the rejects' raw limit, so it parses).
+_PROMPT_CHARS = 600
 
 
 class DecontamOptions(BaseModel):
@@ -122,8 +131,8 @@ def _reject(source: str, row: int, pair_id: Any, turns: Turns, method: str, hit:
             where: list[tuple[EvalSet, EvalItem]]) -> tuple[str, int, str, str, str | None]:
     """One rejects row: the pair's row (1-based) and prompt, the method, and the eval item it matched."""
     eval_set, item = where[hit[0]]
-    raw = {"id": pair_id, "prompt": "\n".join(turns), "method": method, "score": round(hit[1], 4),
-           "eval": {"path": eval_set.spec, "line": item.line, "id": item.id, "prompt": "\n".join(item.turns)}}
+    raw = {"id": pair_id, "prompt": "\n".join(turns)[:_PROMPT_CHARS], "method": method, "score": round(hit[1], 4),
+           "eval": {"path": eval_set.spec, "line": item.line, "id": item.id, "prompt": "\n".join(item.turns)[:_PROMPT_CHARS]}}
     return source, row + 1, "prompt", REASON_PREFIX + method, raw_excerpt(json.dumps(raw, ensure_ascii=False))
 
 
