@@ -175,3 +175,40 @@ def test_embedding_catches_a_paraphrase_the_words_miss(tmp_path: Path) -> None:
     removed = _removed(both)
     assert removed[0]["line"] == 1 and removed[0]["raw"]["score"] >= 0.92
     assert read_manifest(both.manifest)["decontamination"]["methods"] == ["exact", "ngram", "embedding"]
+
+
+class TestCard:
+    """The staged card is built through huggingface_hub's DatasetCard and reports the decontamination."""
+
+    def test_size_categories(self) -> None:
+        from sc_data.stage.card import size_category
+
+        assert [size_category(n) for n in (0, 999, 1000, 3969, 250_000, 2 * 10**9)] == \
+            ["n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "100K<n<1M", "n>1B"]
+
+    def test_staged_card_after_decontamination(self, tmp_path: Path) -> None:
+        from huggingface_hub import DatasetCard
+
+        from tests.stage.conftest import make_scored
+
+        scored = tmp_path / "scored.parquet"
+        pq.write_table(make_scored(80, seed=3), scored)
+        (tmp_path / "scored.manifest.json").write_text(json.dumps({"kind": "scored", "licenses": ["MIT"]}), "utf-8")
+        (tmp_path / "eval.txt").write_text("How do I do thing 4?\n", "utf-8")
+        result = api.decontaminate(scored, [tmp_path / "eval.txt"], tmp_path / "clean.parquet")
+        assert result.by_method == {"exact": 1}
+        api.stage(result.output, tmp_path / "staged", plots=False)
+        card = DatasetCard.load(tmp_path / "staged" / "README.md")
+        meta = card.data.to_dict()
+        assert (meta["license"], meta["language"], meta["size_categories"]) == ("mit", ["en"], ["n<1K"])
+        assert meta["pretty_name"] and meta["task_categories"] == ["text-generation"] and meta["configs"][0]["config_name"] == "all"
+        assert "exact 1, ngram 0" in card.text and f"`{tmp_path / 'eval.txt'}` (1 prompts" in card.text
+        staged = read_manifest(tmp_path / "staged" / "sc_manifest.json")
+        assert staged["decontamination"]["removed_by_method"] == {"exact": 1, "ngram": 0}
+
+    def test_staged_card_without_decontamination_says_so(self, tmp_path: Path) -> None:
+        from tests.stage.conftest import make_scored
+
+        api.stage(make_scored(40, seed=4), tmp_path / "staged", plots=False)
+        text = (tmp_path / "staged" / "README.md").read_text("utf-8")
+        assert "Not checked against eval sets" in text and "license: other" in text
