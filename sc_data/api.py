@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # type checkers and IDEs see the real signatures; at run time __getattr__ imports lazily
+    from sc_data.decontam.pipeline import decontaminate
     from sc_data.hub import publish, pull
     from sc_data.ingest.pipeline import ingest
     from sc_data.inspect import inspect
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the real signatures; at run time
 _VERBS = {
     "ingest": "sc_data.ingest.pipeline",
     "inspect": "sc_data.inspect",
+    "decontaminate": "sc_data.decontam.pipeline",
     "score": "sc_data.scorers.runner",
     "stage": "sc_data.stage.pipeline",
     "export": "sc_data.stage.export",
@@ -47,7 +49,7 @@ _VERBS = {
 }
 
 __all__ = [  # the verbs, spelled out so type checkers read them (a test checks it equals sorted(_VERBS))
-    "curriculum_dpo", "evaluate", "export", "ingest", "inspect", "judge_fit", "publish", "pull", "report", "score", "stage",
+    "curriculum_dpo", "decontaminate", "evaluate", "export", "ingest", "inspect", "judge_fit", "publish", "pull", "report", "score", "stage",
     "train", "verify",
 ]
 

@@ -17,7 +17,7 @@ def test_every_verb_is_a_function(verb: str) -> None:
 
 
 def test_unknown_verb_lists_the_verbs() -> None:
-    with pytest.raises(AttributeError, match="verbs: \\['curriculum_dpo', 'evaluate'"):
+    with pytest.raises(AttributeError, match="verbs: \\['curriculum_dpo', 'decontaminate', 'evaluate'"):
         api.nonsense  # noqa: B018
 
 

@@ -5,13 +5,25 @@ from __future__ import annotations
 import typer
 
 import sc_data
-from sc_data.cli import eval, ingest, inspect, judge, publish, report, score, stage, train, verify
+from sc_data.cli import (
+    decontaminate,
+    eval,
+    ingest,
+    inspect,
+    judge,
+    publish,
+    report,
+    score,
+    stage,
+    train,
+    verify,
+)
 from sc_data.cli._common import stdout
 
 app = typer.Typer(
     name="sc-data",
     help="Curate curriculum preference datasets for safety alignment and train on them.\n\n"
-    "Pipeline: ingest -> score -> stage -> (publish | train) -> eval -> report; judge fit makes the probe judge.",
+    "Pipeline: ingest -> [decontaminate] -> score -> stage -> (publish | train) -> eval -> report; judge fit makes the probe judge.",
     no_args_is_help=True,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -35,7 +47,7 @@ def _main(
     stdout.quiet = quiet
 
 
-for _module in (ingest, inspect, publish, stage, verify, report, score, judge, train, eval):
+for _module in (ingest, decontaminate, inspect, publish, stage, verify, report, score, judge, train, eval):
     _module.register(app)
 
 if __name__ == "__main__":

@@ -446,6 +446,7 @@ def _write_manifest(
             }
             for s in scorers
         },
+        **{k: upstream[k] for k in ("decontamination",) if k in upstream},  # carried to the staged card
     )
     return write_manifest(manifest, manifest_path(output))
 

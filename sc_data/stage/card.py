@@ -1,9 +1,13 @@
 """The dataset card of a staged folder: YAML front matter that ``datasets`` reads, and a summary a person reads.
 
-The front matter declares one config per tier plus ``all`` (the default, every tier), each with the
-held-out ``test`` split, and exact ``dataset_info`` per config (see :func:`dataset_info` for why).
-The body says what the data is, how it was made, how the tiers and categories are distributed,
-and which licences it inherits.
+The front matter is built with ``huggingface_hub.DatasetCardData`` (the Hub's own metadata model,
+so keys and layout are what the Hub validates): one config per tier plus ``all`` (the default,
+every tier), each with the held-out ``test`` split, exact ``dataset_info`` per config (see
+:func:`dataset_info` for why), the sources' licences as Hub licence ids, ``size_categories`` from
+the row count, ``language: en`` (sc-data's rubrics, refusal detector and taxonomy are English),
+``pretty_name``, task categories and tags. The body says what the data is, how it was made, how
+the tiers and categories are distributed, what decontamination checked, and which licences it
+inherits.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+from huggingface_hub import DatasetCard, DatasetCardData
 
 from sc_data.stage.folder import tier_index
 
@@ -123,17 +128,46 @@ def dataset_info(root: Path, configs: list[dict[str, Any]], files: list[dict[str
     return infos
 
 
-def _card_yaml(
-    parts: Mapping[str, np.ndarray], licenses: list[str], info: list[dict[str, Any]] | None
-) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "configs": configs(parts),
+#: The Hub's ``size_categories`` buckets: (upper bound, label), the first bound above the row count wins.
+_SIZE_CATEGORIES = (
+    (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
+)
+PRETTY_NAME = "Curriculum safety preference pairs (sc-data)"
+
+
+def size_category(rows: int) -> str:
+    """The Hub's ``size_categories`` label of a dataset of ``rows`` rows (``1K<n<10K`` for 3,969)."""
+    return next((label for bound, label in _SIZE_CATEGORIES if rows < bound), "n>1B")
+
+
+def card_data(parts: Mapping[str, np.ndarray], licenses: list[str], info: list[dict[str, Any]] | None,
+              rows: int) -> DatasetCardData:
+    """The front matter as the Hub's metadata model; ``other`` licence when the sources recorded none."""
+    return DatasetCardData(
+        pretty_name=PRETTY_NAME,
+        license=(licenses[0] if len(licenses) == 1 else licenses) if licenses else "other",
+        language=["en"],
+        size_categories=[size_category(rows)],
+        task_categories=["text-generation"],
+        tags=["dpo", "preference", "safety", "curriculum-learning", "sc-data"],
+        configs=configs(parts),
         **({"dataset_info": info} if info else {}),
-        "license": (licenses[0] if len(licenses) == 1 else licenses) if licenses else "other",
-        "tags": ["dpo", "preference", "safety", "curriculum-learning", "sc-data"],
-        "task_categories": ["text-generation"],
-    }
-    return meta
+    )
+
+
+def _decontamination(manifest: Mapping[str, Any]) -> str:
+    """The card's account of the decontamination its input went through, or that there was none."""
+    record = manifest.get("decontamination")
+    if not record:
+        return "Not checked against eval sets (run `sc-data decontaminate` before staging to remove eval prompts)."
+    sets = "\n".join(f"- `{s['path']}` ({s['items']} prompts, sha256 `{s['sha256'][:12]}…`): "
+                     f"{record['removed_by_eval_set'].get(s['path'], 0)} pairs removed" for s in record["eval_sets"])
+    options = record["options"]
+    return (f"Pairs whose prompt matched an eval prompt were removed before staging ({', '.join(record['methods'])}; "
+            f"word {options['ngram']}-gram overlap >= {options['threshold']}"
+            + (f", embedding cosine >= {options['embedding_threshold']}" if "embedding" in record["methods"] else "")
+            + f"). Removed per method: {', '.join(f'{m} {n}' for m, n in record['removed_by_method'].items())}.\n\n{sets}")
 
 
 def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -168,12 +202,13 @@ def render_card(
         for c in categories
     ]
     licenses = manifest["licenses"]
-    front = yaml.safe_dump(_card_yaml(parts, licenses, dataset_info), sort_keys=False)
+    front = card_data(parts, licenses, dataset_info, counts["rows_out"]).to_yaml()
     recipe = yaml.safe_dump(manifest["recipe"].get("stage", {}), sort_keys=True)
     sources = "\n".join(f"- `{i['path']}` (sha256 `{i['sha256'][:12]}…`)" for i in manifest["inputs"]) or "- in-memory table"
     plot_md = "\n\n".join(f"![{Path(p).stem}]({p})" for p in plots)
-    return f"""---
-{front}---
+    return str(DatasetCard(f"""---
+{front}
+---
 
 # Curriculum safety preference dataset
 
@@ -214,10 +249,15 @@ Splits: {", ".join(f"{k} {v}" for k, v in counts['by_split'].items())}.
 
 Difficulty columns: {", ".join(f"`{c['column']}` ({c['direction']}, weight {c['weight']})" for c in manifest['recipe'].get('difficulty_columns', []))}.
 
+## Decontamination
+
+{_decontamination(manifest)}
+
 ## Sources and licences
 
 {sources}
 
 Licences of the sources: {", ".join(licenses) if licenses else "not recorded (check the sources)"}.
-This dataset is a derivative of them and inherits their terms.
-"""
+This dataset is a derivative of them and inherits their terms. (sc-data's bundled example pairs,
+`examples/pairs.jsonl`, are the project's own and licensed as the project, Apache-2.0.)
+"""))

@@ -180,6 +180,7 @@ def export(
             scorers=upstream.get("scorers", {}),
             models=upstream.get("models", {}),
             warnings=[*(warnings or []), *omitted_parts(parts)],
+            **{k: upstream[k] for k in ("decontamination",) if k in upstream},  # what `decontaminate` checked
         )
         write_manifest(manifest, tmp / STAGED_MANIFEST)
         info = dataset_info(tmp, configs(parts), files)
