@@ -34,7 +34,9 @@ def _launch(staged: Path, run: Path, config: Path, port: int, *extra: str) -> su
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run / "final" / "model.safetensors"))
+    """final/'s weights: the model (full fine-tune) or the adapter (LoRA)."""
+    model = run / "final" / "model.safetensors"
+    return load_file(str(model if model.is_file() else run / "final" / "adapter_model.safetensors"))
 
 
 @pytest.mark.parametrize(("lora", "port"), [(False, 29531), (True, 29532)], ids=["full", "lora"])

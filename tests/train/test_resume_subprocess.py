@@ -82,7 +82,7 @@ def test_sigkill_then_resume_continues_uninterrupted_run(staged_dir: Path, tiny_
 
     resumed = subprocess.run(_command(staged_dir, tiny_lm_dir, cut_run, "--resume"), capture_output=True, text=True, timeout=180, env=_env())
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert json.loads(resumed.stdout)["global_step"] == STEPS and (cut_run / "final" / "config.json").is_file()
+    assert json.loads(resumed.stdout)["global_step"] == STEPS and (cut_run / "final" / "adapter_config.json").is_file()
 
     want, got = _metrics(full_run), _metrics(cut_run)
     assert [r["step"] for r in got] == [r["step"] for r in want] == list(range(1, STEPS + 1))
