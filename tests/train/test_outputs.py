@@ -12,7 +12,11 @@ import torch
 from sc_data.errors import ConfigError
 from sc_data.train.config import TrainConfig
 from sc_data.train.trainer import train
+from tests.hub import conftest as hub_fixtures
+from tests.hub.fake_hub import VALID_TOKEN, FakeHub
 from tests.train.conftest import tiny_config
+
+fake_hub, hub_client = hub_fixtures.fake_hub, hub_fixtures.hub_client  # the loopback Hub fixtures, for TestPush
 
 IDS = torch.tensor([[5, 9, 30, 41, 7, 12, 3]])
 
@@ -136,3 +140,66 @@ class TestCard:
         results = evaluate(lora_run, staged_dir, device="cpu", plots=False)
         card = ModelCard.load(lora_run / "final" / "README.md")
         assert f"| eval | {results['overall']['n']} | 0.500 → {results['overall']['accuracy']:.3f} |" in card.text
+
+
+class TestPush:
+    """Through the real huggingface_hub client against the loopback Hub (tests/hub/fake_hub.py)."""
+
+    def test_lora_run_on_hub_data_round_trips(self, hub_client: FakeHub, staged_dir: Path, tiny_lm_dir: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+        from huggingface_hub import HfApi, ModelCard, hf_api, snapshot_download
+        from peft import AutoPeftModelForCausalLM, PeftModel
+        from transformers import AutoModelForCausalLM
+
+        from sc_data.hub import publish
+
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(hf_api.api, "endpoint", hub_client.endpoint)  # peft calls the module-level client, built at import
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+        api = HfApi()
+        api.create_repo("sc-org/tiny-lm", repo_type="model")
+        api.upload_folder(repo_id="sc-org/tiny-lm", folder_path=str(tiny_lm_dir), repo_type="model")
+        revision = publish(staged_dir, "sc-org/pairs").commit_oid
+        cfg = tiny_config("sc-org/tiny-lm", lora={"enabled": True, "r": 4, "alpha": 8}, optim={"lr": 5e-3},
+                          output={"push_to_hub": "sc-org/tiny-dpo"})
+        result = train("sc-org/pairs", tmp_path / "run", cfg)
+        assert result.hub_commit and hub_client.repo("sc-org/tiny-dpo", "model").private
+
+        card = ModelCard.load("sc-org/tiny-dpo")
+        assert card.data.base_model == "sc-org/tiny-lm" and card.data.datasets == ["sc-org/pairs"]
+        assert f"at revision `{revision}`" in card.text and card.data.library_name == "peft"
+        local = snapshot_download("sc-org/tiny-dpo")
+        files = {p.relative_to(local).as_posix(): p.read_bytes() for p in Path(local).rglob("*") if p.is_file()}
+        assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer.json"} <= files.keys()
+        assert not any(name.startswith("checkpoints") or name in ("train_config.json", "optimizer.pt") for name in files)
+        assert not any(VALID_TOKEN.encode() in data or str(tmp_path).encode() in data for data in files.values())
+
+        trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm_dir), tmp_path / "run" / "final").eval()
+        pulled = AutoPeftModelForCausalLM.from_pretrained("sc-org/tiny-dpo").eval()  # the base comes from the Hub too
+        torch.testing.assert_close(_logits(pulled), _logits(trained), atol=1e-6, rtol=1e-6)
+        assert not torch.allclose(_logits(pulled), _logits(AutoModelForCausalLM.from_pretrained(tiny_lm_dir)), atol=1e-4)
+
+    def test_full_model_pushes_public_and_loads(self, hub_client: FakeHub, staged_dir: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
+        from huggingface_hub import ModelCard
+        from transformers import AutoModelForCausalLM
+
+        cfg = tiny_config(tiny_lm_dir, curriculum={"schedule": "shuffled", "max_steps_per_stage": 2},
+                          output={"push_to_hub": "sc-org/tiny-full", "private": False})
+        train(staged_dir, tmp_path / "run", cfg)
+        assert not hub_client.repo("sc-org/tiny-full", "model").private
+        pulled = AutoModelForCausalLM.from_pretrained("sc-org/tiny-full").eval()
+        local = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final").eval()
+        torch.testing.assert_close(_logits(pulled), _logits(local), atol=0, rtol=0)
+        card = ModelCard.load("sc-org/tiny-full")
+        assert card.data.library_name == "transformers" and card.data.base_model is None  # a local base is not claimed
+        assert f"`{tiny_lm_dir.name}`" in card.text and str(tiny_lm_dir) not in card.text
+
+    def test_bad_token_is_one_hub_error(self, hub_client: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from sc_data.errors import HubError
+        from sc_data.train.push import push_run
+
+        (tmp_path / "run" / "final").mkdir(parents=True)
+        (tmp_path / "run" / "final" / "README.md").write_text("card")
+        monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+        with pytest.raises(HubError, match="pushing .* to the model repo 'sc-org/x' failed"):
+            push_run(tmp_path / "run", "sc-org/x")
