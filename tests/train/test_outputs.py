@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from tests.hub import conftest as hub_fixtures
 from tests.hub.fake_hub import VALID_TOKEN, FakeHub
 from tests.train.conftest import tiny_config
 
-fake_hub, hub_client = hub_fixtures.fake_hub, hub_fixtures.hub_client  # the loopback Hub fixtures, for TestPush
+fake_hub, hub_client, hub_env = hub_fixtures.fake_hub, hub_fixtures.hub_client, hub_fixtures.hub_env  # the loopback Hub's fixtures
 
 IDS = torch.tensor([[5, 9, 30, 41, 7, 12, 3]])
 
@@ -203,3 +205,22 @@ class TestPush:
         monkeypatch.setenv("HF_TOKEN", "hf_wrong")
         with pytest.raises(HubError, match="pushing .* to the model repo 'sc-org/x' failed"):
             push_run(tmp_path / "run", "sc-org/x")
+
+
+def test_cli_flags_track_merge_and_push(hub_env: dict[str, str], hub_client: FakeHub, staged_dir: Path, tiny_lm_dir: Path,
+                                        tmp_path: Path) -> None:
+    """`sc-data train --report-to --merge --push-to-hub --public` through the real console script and the loopback Hub."""
+    exe = shutil.which("sc-data") or str(Path(sys.executable).with_name("sc-data"))
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [exe, "train", str(staged_dir), "-o", str(run), "--model", str(tiny_lm_dir), "--lora", "--lora-r", "4",
+         "--schedule", "shuffled", "--max-steps-per-stage", "2", "--micro-batch", "2", "--effective-batch", "4",
+         "--max-length", "64", "--max-prompt-length", "32", "--device", "cpu", "--dtype", "float32",
+         "--report-to", "tensorboard", "--merge", "--push-to-hub", "sc-org/cli-run", "--public", "--json"],
+        capture_output=True, text=True, timeout=300, env=hub_env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["hub_commit"].startswith(hub_client.endpoint)
+    assert list((run / "logs" / "sc-data").glob("events.out.tfevents.*")) and (run / "merged" / "model.safetensors").is_file()
+    assert not hub_client.repo("sc-org/cli-run", "model").private
+    assert VALID_TOKEN not in proc.stderr + proc.stdout
