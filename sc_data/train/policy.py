@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sc_data.errors import InputError
 from sc_data.train.config import LoraConfig
 
 
@@ -183,6 +184,9 @@ class Policy:
                 if key.startswith("adapter."):
                     _, index, name = key.split(".", 2)
                     parts.setdefault(int(index), {})[name] = value
+            if not parts:  # a reference generation > 0 always follows a merged adapter
+                raise InputError("this checkpoint's reference generation was written without the adapters merged into it "
+                                 "(an older sc-data), so final/ could not hold the whole policy; start the run over")
             self.merged_adapters = [parts[i] for i in sorted(parts)]
         missing = self.model.load_state_dict(trainable, strict=False)
         if self.lora and any("lora_" in k for k in missing.missing_keys):
