@@ -73,7 +73,7 @@ def test_training_has_metrics_for_every_stage(demo: tuple[Path, str]) -> None:
     steps = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     assert sorted({s["stage"] for s in steps}) == [0, 1, 2]
     assert all(s["loss"] == s["loss"] for s in steps)  # no NaN
-    assert (out / "run" / "final" / "model.safetensors").is_file()
+    assert (out / "run" / "final" / "adapter_model.safetensors").is_file()  # a LoRA run: final/ is the adapter
 
 
 def test_stage0_reuses_scored_logprobs_and_margins_grow_within_stages(demo: tuple[Path, str]) -> None:

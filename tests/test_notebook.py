@@ -76,7 +76,7 @@ def test_walkthrough_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     per_stage = {s: sum(m["stage"] == s for m in metrics) for s in range(n_tiers)}
     assert per_stage == dict.fromkeys(range(n_tiers), steps_per_stage)
     assert [m["step"] for m in metrics] == list(range(1, n_tiers * steps_per_stage + 1))
-    assert (out / "run" / "final" / "config.json").is_file()
+    assert (out / "run" / "final" / "adapter_config.json").is_file()  # a LoRA run: final/ is the adapter
 
     results = json.loads((out / "run" / "eval.json").read_text("utf-8"))
     assert results["overall"]["n"] == checked.by_split["test"]

@@ -37,6 +37,7 @@ FLAGS = ConfigFlags(
     effective_batch="optim.effective_batch", micro_batch="optim.micro_batch", grad_accum="optim.grad_accum",
     max_length="data.max_length", max_prompt_length="data.max_prompt_length", template="data.template",
     cat_dpo="cat_dpo.enabled", checkpoint_every="checkpoint.every",
+    report_to="output.report_to", merge="output.merge", push_to_hub="output.push_to_hub", private="output.private",
 )
 Schedule = FLAGS.choices("schedule")
 Competence = FLAGS.choices("competence")
@@ -48,6 +49,7 @@ Preset = FLAGS.choices("preset")
 Engine = FLAGS.choices("engine")
 Attention = FLAGS.choices("attn_implementation")
 Template = FLAGS.choices("template")
+ReportTo = FLAGS.choices("report_to")
 
 
 @handle_errors
@@ -90,6 +92,10 @@ def train_command(
     ] = None,
     attn_implementation: Annotated[Attention | None, FLAGS.option("attn_implementation", "--attn")] = None,
     seed: Annotated[int | None, FLAGS.option("seed")] = None,
+    report_to: Annotated[ReportTo | None, FLAGS.option("report_to")] = None,
+    merge: Annotated[bool | None, FLAGS.option("merge", "--merge/--no-merge")] = None,
+    push_to_hub: Annotated[str | None, FLAGS.option("push_to_hub", metavar="ORG/NAME")] = None,
+    private: Annotated[bool | None, FLAGS.option("private", "--private/--public")] = None,
     config: ConfigFile = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -106,6 +112,8 @@ def train_command(
       sc-data train staged/ -o runs/paper --preset paper
 
       sc-data train staged/ -o runs/trl --engine trl --lora
+
+      sc-data train staged/ -o runs/sc --report-to tensorboard --merge --push-to-hub my-org/sc-smollm2
 
       accelerate launch --num_processes 8 $(which sc-data) train staged/ -o runs/sc
     """
@@ -133,6 +141,8 @@ def train_command(
     if m:
         table.add_row(*(f"{m[k]:.4f}" for k in ("loss", "margin", "accuracy", "chosen_reward", "rejected_reward")))
     stdout.print(table)
+    if result.hub_commit:
+        stdout.print(f"Pushed final/ to {result.hub_commit}")
 
 
 def register(app: typer.Typer) -> None:

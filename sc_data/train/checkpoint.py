@@ -195,16 +195,3 @@ def truncate_metrics(path: Path, global_step: int) -> None:
         if record["step"] <= global_step:
             kept.append(line)
     write_text("".join(line + "\n" for line in kept), path)
-
-
-def save_final(output: Path, model: Any, tokenizer: Any, config: dict[str, Any]) -> Path:
-    """``output/final``: the trained model (safetensors), its tokenizer and the run's config, swapped in atomically."""
-    final = output / "final"
-    tmp = temp_dir_beside(final)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    write_json(config, tmp / "train_config.json")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final

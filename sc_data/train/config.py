@@ -156,6 +156,30 @@ class CheckpointConfig(_Section):
     stage_ends: bool = Field(True, description="Checkpoint at every stage end (off only for smoke tests: no resume across stages).")
 
 
+#: Experiment trackers ``output.report_to`` can feed (accelerate's trackers / transformers' callbacks of the same names).
+ReportTo = Literal["none", "tensorboard", "wandb", "trackio"]
+
+
+class OutputConfig(_Section):
+    """What a run leaves besides ``metrics.jsonl``: tracking, the merged model, the Hub push (sc_data.train.outputs)."""
+
+    report_to: ReportTo = Field(
+        "none", description="Also log metrics and config to this tracker (tensorboard writes under run/logs/; the library must be installed)."
+    )
+    merge: bool = Field(False, description="LoRA runs: also write the merged model (safetensors) to run/merged/; final/ holds the adapter.")
+    push_to_hub: str | None = Field(
+        None, description="Hub model repo ORG/NAME to push final/ (adapter or model, tokenizer, card) to; token from HF_TOKEN or `hf auth login`."
+    )
+    private: bool = Field(True, description="Create the pushed repo private (an existing repo keeps its visibility).")
+
+    @field_validator("push_to_hub")
+    @classmethod
+    def _repo_id(cls, value: str | None) -> str | None:
+        if value is None or re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", value):
+            return value
+        raise ValueError(f"push_to_hub must be a Hub repo id ORG/NAME; got {value!r}")
+
+
 #: Bundles of settings; a preset fills only the keys the configuration does not set itself.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "none": {},
@@ -186,6 +210,7 @@ class TrainConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     cat_dpo: CatDPOConfig = Field(default_factory=CatDPOConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -207,6 +232,8 @@ class TrainConfig(_Section):
             )
         if self.cat_dpo.enabled and self.loss.type == "ipo":
             raise ValueError("cat_dpo needs a sigmoid-type loss (sigmoid, hinge, cdpo, robust), got loss.type='ipo'")
+        if self.output.merge and not self.lora.enabled:
+            raise ValueError("output.merge merges a LoRA adapter, but lora.enabled is false: a full fine-tune's final/ is already the model")
         if self.curriculum.ref_update == "tr_dpo" and self.lora.enabled:
             raise ValueError("ref_update='tr_dpo' needs a full reference copy: set lora.enabled=false or ref_update='hard'")
         return self

@@ -288,7 +288,8 @@ def evaluate(run: str | Path, data: str | Path, config: EvalConfig | None = None
 
     Returns:
         The results dict, also written to ``run/evals/<split>[-<prompts stem>].json`` (summarised in
-        ``run/evals/summary.json``, which accumulates over evaluations) and ``run/eval.json`` (the latest).
+        ``run/evals/summary.json``, which accumulates over evaluations, and in the model card of
+        ``final/`` and ``merged/``) and ``run/eval.json`` (the latest).
 
     Raises:
         InputError: the run has no final model or the split is empty.
@@ -296,8 +297,10 @@ def evaluate(run: str | Path, data: str | Path, config: EvalConfig | None = None
     """
     from sc_data.models.loading import load_causal_lm
     from sc_data.models.logprob import TruncationConfig
+    from sc_data.train.card import write_card
     from sc_data.train.config import TrainConfig
     from sc_data.train.data import load_staged
+    from sc_data.train.outputs import load_trained
 
     cfg = make_eval_config(config, **options)
     run = Path(run)
@@ -310,7 +313,7 @@ def evaluate(run: str | Path, data: str | Path, config: EvalConfig | None = None
         raise InputError(f"the staged dataset has no rows in split {cfg.split!r}; choose another split with --split")
 
     trust = trained.model.trust_remote_code
-    policy, tokenizer, _ = load_causal_lm(str(run / "final"), device=cfg.device, dtype="float32", trust_remote_code=trust)
+    policy, tokenizer = load_trained(run, trained.model.name, device=cfg.device, trust_remote_code=trust)
     pi0, _, pi0_ref = load_causal_lm(trained.model.name, device=cfg.device, dtype="float32", trust_remote_code=trust)
     truncation = TruncationConfig(max_length=trained.data.max_length, max_prompt_length=trained.data.max_prompt_length)
     now, before = (answer_logprobs(m, tokenizer, table, truncation=truncation, batch_size=cfg.batch_size) for m in (policy, pi0))
@@ -333,6 +336,7 @@ def evaluate(run: str | Path, data: str | Path, config: EvalConfig | None = None
     if cfg.plots:
         results["plots"] = [str(p.relative_to(run)) for p in _plot(run, results)]
     _record(run, results, cfg)
+    write_card(run)
     return results
 
 

@@ -17,12 +17,15 @@ Dropout is switched off in policy and reference (TRL's default), LoRA's dropout 
 from __future__ import annotations
 
 import contextlib
+import copy
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from sc_data.errors import InputError
 from sc_data.train.config import LoraConfig
 
 
@@ -81,6 +84,9 @@ class Policy:
         self.adapter_seed = adapter_seed
         self.lora = reference is None
         self.master: dict[str, torch.Tensor] = {}
+        # Every adapter merged into the base so far (peft's state-dict keys, fp32, CPU): with the
+        # current one they make the run's change to the starting model as one adapter (:meth:`adapter`).
+        self.merged_adapters: list[dict[str, torch.Tensor]] = []
         if self.lora:
             # fp32 master of each adapted base weight, only where the base is held in lower precision.
             self.master = {
@@ -118,6 +124,7 @@ class Policy:
             for ref, pol in zip(self.reference.parameters(), self.model.parameters(), strict=True):
                 ref.copy_(pol)
             return
+        self.merged_adapters.append(self._adapter_weights())
         for name, layer in lora_layers(self.model).items():
             weight = layer.get_base_layer().weight
             for adapter in layer.active_adapters:
@@ -159,7 +166,8 @@ class Policy:
         if not self.lora:
             return {k: v.detach().cpu().clone() for k, v in self.reference.state_dict().items()}
         out = {f"base.{name}": layer.get_base_layer().weight.detach().cpu().clone() for name, layer in lora_layers(self.model).items()}
-        return {**out, **{f"master.{k}": v.cpu().clone() for k, v in self.master.items()}}
+        merged = {f"adapter.{i}.{k}": v for i, part in enumerate(self.merged_adapters) for k, v in part.items()}
+        return {**out, **{f"master.{k}": v.cpu().clone() for k, v in self.master.items()}, **merged}
 
     def load_states(self, trainable: dict[str, torch.Tensor], reference: dict[str, torch.Tensor] | None) -> None:
         """Restore :meth:`trainable_state` and (when given) :meth:`reference_state` exactly."""
@@ -171,9 +179,46 @@ class Policy:
                     layer.get_base_layer().weight.copy_(reference[f"base.{name}"])
             for k in self.master:
                 self.master[k] = reference[f"master.{k}"].to(self.master[k].device)
+            parts: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in reference.items():
+                if key.startswith("adapter."):
+                    _, index, name = key.split(".", 2)
+                    parts.setdefault(int(index), {})[name] = value
+            if not parts:  # a reference generation > 0 always follows a merged adapter
+                raise InputError("this checkpoint's reference generation was written without the adapters merged into it "
+                                 "(an older sc-data), so final/ could not hold the whole policy; start the run over")
+            self.merged_adapters = [parts[i] for i in sorted(parts)]
         missing = self.model.load_state_dict(trainable, strict=False)
         if self.lora and any("lora_" in k for k in missing.missing_keys):
             raise RuntimeError(f"checkpoint lacks adapter weights {missing.missing_keys[:3]}")
+
+    def _adapter_weights(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+
+    def adapter(self) -> tuple[dict[str, torch.Tensor], Any]:
+        """The policy as one peft LoRA adapter on the starting model: (weights by peft's keys, ``LoraConfig``).
+
+        The policy is base + Σₖ s·BₖAₖ (s = α/r) over the n adapters merged at reference updates and
+        the current one (left out when a last-stage update has just restarted it at B = 0), so the
+        A matrices stacked by rows and the B matrices by columns form one rank-n·r adapter with the
+        same scale (α·n, or α·√n under rsLoRA), exact up to float rounding.
+        """
+        current = self._adapter_weights()
+        fresh = all(not v.any() for k, v in current.items() if ".lora_B." in k)  # B = 0: a reference update just merged it
+        parts = self.merged_adapters if fresh and self.merged_adapters else [*self.merged_adapters, current]
+        stacked = {
+            key: torch.cat([p[key] for p in parts], dim=0 if ".lora_A." in key else 1) if ".lora_" in key else value
+            for key, value in parts[-1].items()
+        }
+        config = copy.deepcopy(self.model.peft_config["default"])
+        n = len(parts)
+        scale = math.sqrt(n) if config.use_rslora else n
+        config.r, config.lora_alpha = config.r * n, config.lora_alpha * scale
+        config.rank_pattern = {k: v * n for k, v in (config.rank_pattern or {}).items()}
+        config.alpha_pattern = {k: v * scale for k, v in (config.alpha_pattern or {}).items()}
+        return stacked, config
 
     def merged(self) -> nn.Module:
         """The policy as a plain model (LoRA merged in fp32 into the master); the Policy is spent afterwards."""

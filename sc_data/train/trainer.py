@@ -38,7 +38,6 @@ from sc_data.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
-    save_final,
     save_reference,
     set_rng_states,
     truncate_metrics,
@@ -55,6 +54,8 @@ from sc_data.train.data import (
     tokenize_table,
 )
 from sc_data.train.losses import build_loss, sft_nll
+from sc_data.train.outputs import dataset_identity, save_outputs
+from sc_data.train.tracking import PROJECT, flat_config, logging_dir, tracker_metrics
 
 logger = logging.getLogger("sc_data.train")
 
@@ -71,6 +72,7 @@ class TrainResult:
     global_step: int
     stages: int
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    hub_commit: str | None = None  # the commit URL when ``output.push_to_hub`` pushed final/
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -200,7 +202,7 @@ class CurriculumDPO:
     def _setup_accelerator(self) -> None:
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
-        from accelerate.utils import parse_flag_from_env
+        from accelerate.utils import ProjectConfiguration, parse_flag_from_env
 
         from sc_data.models.loading import resolve_attention, resolve_device, resolve_dtype
 
@@ -219,7 +221,11 @@ class CurriculumDPO:
         # accelerate keeps one state per process; a second run in the same process (a notebook, a
         # sweep) may ask for another precision. Only the precision part is reset, never the process group.
         AcceleratorState._reset_state(reset_partial_state=False)
-        self.accelerator = Accelerator(cpu=cpu, mixed_precision="bf16" if bf16 else "no")
+        report = self.config.output.report_to
+        self.accelerator = Accelerator(
+            cpu=cpu, mixed_precision="bf16" if bf16 else "no", log_with=None if report == "none" else report,
+            project_config=ProjectConfiguration(project_dir=str(self.output), logging_dir=str(logging_dir(self.output))),
+        )
         self.autocast_dtype = torch.bfloat16 if bf16 else None
         self.device = self.accelerator.device
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
@@ -305,10 +311,14 @@ class CurriculumDPO:
             self.dev_pi0 = self.logprobs(self.dev_pairs, reference=True)  # π₀: the reference before any update
         self.resolved = self.config.model_dump(mode="json")
         self.metrics_path = self.output / "metrics.jsonl"
+        self.run_info["dataset"] = dataset_identity(self.data, self.staged.root)
         if self.accelerator.is_main_process:
             self.output.mkdir(parents=True, exist_ok=True)
             write_json(self.resolved, self.output / "train_config.json")
+            write_json(self.run_info, self.output / "run_info.json")
             truncate_metrics(self.metrics_path, self.counters.global_step)
+        if self.config.output.report_to != "none":
+            self.accelerator.init_trackers(PROJECT, config=flat_config(self.resolved), init_kwargs={"wandb": {"name": self.output.name}})
         self.accelerator.wait_for_everyone()
 
     def _restore(self, checkpoint: Path) -> None:
@@ -517,7 +527,7 @@ class CurriculumDPO:
 
     def _save_final(self) -> Path:
         if self.accelerator.is_main_process:
-            save_final(self.output, self.policy.merged(), self.tokenizer, self.resolved)
+            save_outputs(self.output, policy=self.policy, model=None, tokenizer=self.tokenizer, config=self.config)
         self.accelerator.wait_for_everyone()
         return self.output / "final"
 
@@ -541,6 +551,7 @@ class CurriculumDPO:
                 if self.accelerator.is_main_process:
                     with self.metrics_path.open("a", encoding="utf-8") as fh:
                         fh.write(json.dumps(last, sort_keys=True) + "\n")
+                self.accelerator.log(tracker_metrics(last), step=last["step"])
                 if self.progress is not None:
                     self.progress(last, total)
                 every = self.config.checkpoint.every
@@ -548,6 +559,7 @@ class CurriculumDPO:
                     self.save(stage_end=False)
             self._end_stage(stage)
         self.packer.shutdown()
+        self.accelerator.end_training()
         final = self._save_final()
         return TrainResult(output=self.output, final_dir=final, global_step=self.counters.global_step, stages=len(self.stages), last_metrics=last)
 
@@ -558,9 +570,11 @@ def train(data: str | Path, output: str | Path, config: TrainConfig, *, resume: 
 
     Args:
         data: staged dataset folder, or Hub dataset ``ORG/NAME[@REV]``.
-        output: run folder: ``train_config.json``, ``metrics.jsonl``, ``run_info.json`` (where stage
-            0's reference log-probs came from: ``stage0_reference.source`` is ``stored``, ``live``
-            or ``per_step``, with the reason), ``checkpoints/``, ``final/``.
+        output: run folder: ``train_config.json``, ``metrics.jsonl``, ``run_info.json`` (the staged
+            dataset's identity; where stage 0's reference log-probs came from:
+            ``stage0_reference.source`` is ``stored``, ``live`` or ``per_step``, with the reason),
+            ``checkpoints/``, ``final/`` (LoRA: the peft adapter; else the model; with the card),
+            ``merged/`` (``output.merge``), ``logs/`` (``output.report_to='tensorboard'``).
         config: the resolved :class:`TrainConfig`; ``engine`` picks the native loop or TRL's
             ``DPOTrainer`` (:mod:`sc_data.train.trl_engine`), same curriculum and run folder.
         resume: continue from the latest checkpoint in ``output`` (exactly: same batches, same
@@ -568,11 +582,12 @@ def train(data: str | Path, output: str | Path, config: TrainConfig, *, resume: 
         progress: called after each optimizer step (the CLI draws a progress bar with it).
 
     Returns:
-        :class:`TrainResult`; the merged model is in ``output/final``.
+        :class:`TrainResult`; ``output.push_to_hub`` also uploads ``final/`` (:func:`sc_data.train.push.push_run`).
 
     Raises:
         ConfigError: inconsistent options, or ``output`` holds a run and ``resume`` is False.
         InputError, VerifyError: the staged data is unusable.
+        HubError: the push to ``output.push_to_hub`` failed (the run folder is complete).
 
     Example:
         >>> cfg = TrainConfig.from_dict({"model": {"name": "smollm2-135m-instruct"}})
@@ -581,5 +596,14 @@ def train(data: str | Path, output: str | Path, config: TrainConfig, *, resume: 
     if config.engine == "trl":
         from sc_data.train.trl_engine import train_trl
 
-        return train_trl(data, output, config, resume=resume, progress=progress)
-    return CurriculumDPO(data, output, config, resume=resume, progress=progress).train()
+        result = train_trl(data, output, config, resume=resume, progress=progress)
+    else:
+        result = CurriculumDPO(data, output, config, resume=resume, progress=progress).train()
+    if config.output.push_to_hub is not None:
+        from accelerate import PartialState
+
+        from sc_data.train.push import push_run
+
+        if PartialState().is_main_process:
+            result.hub_commit = push_run(result.output, config.output.push_to_hub, private=config.output.private)
+    return result

@@ -49,7 +49,6 @@ from sc_data.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
-    save_final,
     save_reference,
     truncate_metrics,
 )
@@ -64,6 +63,7 @@ from sc_data.train.data import (
     stored_ref_logprobs,
     tokenize_table,
 )
+from sc_data.train.outputs import dataset_identity, save_outputs
 from sc_data.train.trainer import (
     Counters,
     ProgressFn,
@@ -193,7 +193,8 @@ class TRLCurriculum:
             self.dev_pairs, self.dev_cats = tokenize_table(self.pair_tokenizer, self.staged.dev), categories_of(self.staged.dev)
         self.counters, self.seen = Counters(), np.zeros(len(self.pairs), dtype=bool)
         self.dev_pi0: dict[str, torch.Tensor] | None = None
-        self.run_info: dict[str, Any] = {"engine": "trl", "trl": importlib.metadata.version("trl"), "dpo_config": args.to_dict()}
+        self.run_info: dict[str, Any] = {"engine": "trl", "trl": importlib.metadata.version("trl"), "dpo_config": args.to_dict(),
+                                         "dataset": dataset_identity(self.data, self.staged.root)}
         self.step_resume: Path | None = None
         if self.resume:
             self._restore()
@@ -432,8 +433,7 @@ class TRLCurriculum:
             self._run_stage(stage)
             self._end_stage(stage)
         if self.is_main:
-            model = self.policy.merged() if self.policy is not None else self.model
-            save_final(self.output, model, self.tokenizer, self.config.model_dump(mode="json"))
+            save_outputs(self.output, policy=self.policy, model=self.model, tokenizer=self.tokenizer, config=self.config)
         last = {}
         if self.metrics_path.is_file() and (lines := self.metrics_path.read_text("utf-8").splitlines()):
             last = json.loads(lines[-1])
@@ -477,7 +477,8 @@ def dpo_config(config: TrainConfig, output: Path, *, bf16: bool, cpu: bool) -> D
         gradient_accumulation_steps=config.grad_accum_for(PartialState().num_processes), max_grad_norm=o.max_grad_norm,
         beta=config.loss.beta, loss_type=[config.loss.type], label_smoothing=config.loss.label_smoothing,
         max_length=config.data.max_length, gradient_checkpointing=config.model.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False}, bf16=bf16, use_cpu=cpu, logging_steps=1, report_to=[],
+        gradient_checkpointing_kwargs={"use_reentrant": False}, bf16=bf16, use_cpu=cpu, logging_steps=1,
+        report_to=[] if config.output.report_to == "none" else [config.output.report_to], run_name=output.name,
         save_strategy="steps" if every else "no", save_steps=every or 500, save_total_limit=config.checkpoint.keep,
         ref_model_mixup_alpha=cur.tr_dpo_alpha, ref_model_sync_steps=cur.tr_dpo_tau, disable_dropout=True,
         dataloader_drop_last=False, disable_tqdm=True,

@@ -66,7 +66,7 @@ def test_bf16_training_starts_each_stage_at_log2(staged_dir: Path, tiny_qwen2_di
         first, second = (r for r in rows if r["stage"] == stage)
         assert first["loss"] == pytest.approx(math.log(2), abs=1e-3), first
         assert math.isfinite(second["loss"]) and second["loss"] != first["loss"]
-    weights = load_file(str(result.final_dir / "model.safetensors"))
+    weights = load_file(str(result.final_dir / ("adapter_model.safetensors" if lora else "model.safetensors")))
     assert all(torch.isfinite(w.float()).all() for w in weights.values())
 
 

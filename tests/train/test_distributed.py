@@ -34,7 +34,9 @@ def _launch(staged: Path, run: Path, config: Path, port: int, *extra: str) -> su
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run / "final" / "model.safetensors"))
+    """final/'s weights: the model (full fine-tune) or the adapter (LoRA)."""
+    model = run / "final" / "model.safetensors"
+    return load_file(str(model if model.is_file() else run / "final" / "adapter_model.safetensors"))
 
 
 @pytest.mark.parametrize(("lora", "port"), [(False, 29531), (True, 29532)], ids=["full", "lora"])
@@ -55,7 +57,9 @@ def test_two_processes_equal_one(staged_dir: Path, tiny_lm_dir: Path, tmp_path: 
     w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     assert w1.keys() == w2.keys()
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) <= TOL
-    assert any(not torch.equal(w1[k], _initial(tiny_lm_dir)[k]) for k in w1)  # training moved the weights
+    # training moved the weights (LoRA: final/ is the adapter, whose B matrices start at 0)
+    moved = [bool(w1[k].any()) for k in w1 if ".lora_B." in k] if lora else [not torch.equal(w1[k], _initial(tiny_lm_dir)[k]) for k in w1]
+    assert any(moved)
 
     # A resume of the two-process run from its step-3 checkpoint (mid stage 1) ends where it did.
     cut = tmp_path / "cut"

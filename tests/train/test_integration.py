@@ -29,4 +29,5 @@ def test_smollm2_lora_staged_competence(staged_dir: Path, tmp_path: Path) -> Non
     for r in rows:
         assert r["loss"] == pytest.approx(math.log(2), abs=1e-4)
         assert r["margin"] == pytest.approx(0.0, abs=1e-4)
-    assert (tmp_path / "run" / "final" / "model.safetensors").stat().st_size > 100_000_000
+    # final/ is the adapter (3 stacked r=16 adapters on q_proj, v_proj: ~8 MB), not the 540 MB model
+    assert 1_000_000 < (tmp_path / "run" / "final" / "adapter_model.safetensors").stat().st_size < 20_000_000

@@ -82,7 +82,7 @@ def test_sigkill_then_resume_continues_uninterrupted_run(staged_dir: Path, tiny_
 
     resumed = subprocess.run(_command(staged_dir, tiny_lm_dir, cut_run, "--resume"), capture_output=True, text=True, timeout=180, env=_env())
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert json.loads(resumed.stdout)["global_step"] == STEPS and (cut_run / "final" / "config.json").is_file()
+    assert json.loads(resumed.stdout)["global_step"] == STEPS and (cut_run / "final" / "adapter_config.json").is_file()
 
     want, got = _metrics(full_run), _metrics(cut_run)
     assert [r["step"] for r in got] == [r["step"] for r in want] == list(range(1, STEPS + 1))
@@ -102,8 +102,11 @@ def _check_base_references(ckpts: Path) -> None:
         state = load_checkpoint(ckpts / name)
         assert state["trainer_state"]["reference_generation"] == generation
         assert state["trainable"] and all("lora_" in k for k in state["trainable"])
-        assert not any("lora_" in k for k in state["reference"]) and state["reference"]
-        assert all(k.startswith("base.") and k.endswith(("q_proj", "v_proj")) for k in state["reference"])  # only adapted weights
+        base = {k for k in state["reference"] if k.startswith("base.")}
+        assert base and all(k.endswith(("q_proj", "v_proj")) for k in base)  # only adapted weights
+        merged = {k.split(".")[1] for k in state["reference"] if k.startswith("adapter.")}  # the adapters merged so far, for final/
+        assert merged == {str(g) for g in range(generation)} and set(state["reference"]) - base == {
+            k for k in state["reference"] if k.startswith("adapter.") and ".lora_" in k}
         assert (ckpts / f"reference-g{generation:04d}" / "reference.pt").is_file()
         assert not any("reference" in p.name for p in (ckpts / name).iterdir())  # the base is not copied per checkpoint
     step11, step12 = load_checkpoint(ckpts / "ckpt-0000011"), load_checkpoint(ckpts / "ckpt-0000012")

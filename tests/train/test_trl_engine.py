@@ -64,7 +64,7 @@ def test_trl_engine_equals_native(staged_dir: Path, tiny_lm_dir: Path, tmp_path:
     assert max(abs(r["loss"] - math.log(2)) for r in trl) > 1e-3  # training moved the policy, so agreement has teeth
     info = json.loads((tmp_path / "trl" / "run_info.json").read_text())
     assert info["engine"] == "trl" and info["stage0_reference"]["source"] == "live"
-    assert (tmp_path / "trl" / "final" / "model.safetensors").is_file()
+    assert (tmp_path / "trl" / "final" / ("adapter_model.safetensors" if lora else "model.safetensors")).is_file()
     assert not any((tmp_path / "trl" / "stages").rglob("checkpoint-*"))  # stage checkpoints pruned at stage ends
 
 
@@ -241,4 +241,4 @@ def test_readme_trl_script_runs_as_written(staged_dir: Path, tiny_lm_dir: Path, 
     # DPOConfig's default bf16 autocast: the reference pass batches rows differently from the step, so log 2 to ~1e-3
     assert all(r["loss"] == pytest.approx(math.log(2), abs=5e-3) for r in metrics if r["stage_step"] == 1), metrics
     assert json.loads((run / "run_info.json").read_text())["engine"] == "trl"
-    assert (run / "final" / "model.safetensors").is_file()
+    assert (run / "final" / "adapter_model.safetensors").is_file()  # peft_config: final/ is the adapter
