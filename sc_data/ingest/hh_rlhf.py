@@ -51,14 +51,14 @@ def parse_turns(text: str, field: str) -> Messages:
     return tuple((_ROLE[parts[i]], parts[i + 1].strip()) for i in range(1, len(parts), 2))
 
 
-def split_conversation(text: Any, field: str) -> tuple[Messages, str]:
-    """(prompt turns, answer) of one raw HH string."""
+def _cut(text: Any, field: str) -> int:
+    """Where the last Assistant turn of one raw HH string starts."""
     if not isinstance(text, str):
         raise RowError(field, "wrong_type")
     cut = text.rfind(ASSISTANT)
     if cut < 0:
         raise RowError(field, "no_assistant_turn")
-    return parse_turns(text[:cut], field), text[cut + len(ASSISTANT):].strip()
+    return cut
 
 
 def _squash(messages: Messages) -> tuple[tuple[str, str], ...]:
@@ -69,10 +69,17 @@ def make_hh_converter(source: str) -> Converter:
     """Converter of raw HH-RLHF rows."""
 
     def convert(row: dict[str, Any]) -> Pair:
-        prompt, chosen = split_conversation(require(row, "chosen"), "chosen")
-        rejected_prompt, rejected = split_conversation(require(row, "rejected"), "rejected")
-        if prompt != rejected_prompt and _squash(prompt) != _squash(rejected_prompt):
-            raise RowError("rejected", "prompt_mismatch")
+        chosen_text = require(row, "chosen")
+        chosen_cut = _cut(chosen_text, "chosen")
+        prompt = parse_turns(chosen_text[:chosen_cut], "chosen")
+        rejected_text = require(row, "rejected")
+        rejected_cut = _cut(rejected_text, "rejected")
+        if rejected_text[:rejected_cut] != chosen_text[:chosen_cut]:  # the same text parses the same: most rows skip this
+            rejected_prompt = parse_turns(rejected_text[:rejected_cut], "rejected")
+            if prompt != rejected_prompt and _squash(prompt) != _squash(rejected_prompt):
+                raise RowError("rejected", "prompt_mismatch")
+        chosen = chosen_text[chosen_cut + len(ASSISTANT):].strip()
+        rejected = rejected_text[rejected_cut + len(ASSISTANT):].strip()
         if not prompt:
             raise RowError("prompt", "empty_text")
         return Pair(

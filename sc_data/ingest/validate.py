@@ -24,10 +24,14 @@ _nfc = unicodedata.normalize
 _sha256 = hashlib.sha256
 
 
+def _nfc_text(text: str) -> str:
+    """NFC of ``text``; ASCII is its own NFC, and checking that is far cheaper than normalising."""
+    return text if text.isascii() else _nfc("NFC", text)
+
+
 def _canonical(messages: Messages) -> str:
     return "[" + ",".join(
-        '{"content":' + _encode(unicodedata.normalize("NFC", content).strip())
-        + ',"role":' + _encode(role) + "}"
+        '{"content":' + _encode(_nfc_text(content).strip()) + ',"role":"' + role + '"}'
         for role, content in messages
     ) + "]"
 
@@ -54,9 +58,9 @@ def content_id(prompt: Messages, chosen: Messages, rejected: Messages) -> str:
         # One message each (most rows): inlined, and the roles (from ROLES) need no escaping.
         (p_role, p_text), (c_role, c_text), (r_role, r_text) = prompt[0], chosen[0], rejected[0]
         blob = (
-            '{"chosen":[{"content":' + _encode(_nfc("NFC", c_text).strip())
-            + ',"role":"' + c_role + '"}],"prompt":[{"content":' + _encode(_nfc("NFC", p_text).strip())
-            + ',"role":"' + p_role + '"}],"rejected":[{"content":' + _encode(_nfc("NFC", r_text).strip())
+            '{"chosen":[{"content":' + _encode(_nfc_text(c_text).strip())
+            + ',"role":"' + c_role + '"}],"prompt":[{"content":' + _encode(_nfc_text(p_text).strip())
+            + ',"role":"' + p_role + '"}],"rejected":[{"content":' + _encode(_nfc_text(r_text).strip())
             + ',"role":"' + r_role + '"}]}'
         )
     else:
