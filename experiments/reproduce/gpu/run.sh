@@ -22,7 +22,7 @@ cd "$(dirname "$0")/../../.."
 DRY=0
 case "${1:-}" in
   --dry-run) DRY=1 ;;
-  -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
   "") ;;
   *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
 esac
