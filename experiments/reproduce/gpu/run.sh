@@ -34,6 +34,7 @@ if [ "$DRY" = 1 ]; then ROOT="${REPRO_ROOT:-$OUT/dry-root}"; else ROOT="${REPRO_
 mkdir -p "$ROOT/out/results" "$ROOT/parts"
 export PYTHONPATH="/tmp/site:$PWD:${PYTHONPATH:-}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false SC_DATA_CACHE="$ROOT/cache" PYTHONUNBUFFERED=1
 CONFIG=experiments/reproduce/gpu/config.yaml
+HOME_RESULTS=experiments/reproduce/gpu/results
 
 phase() {  # phase NAME BUDGET_S COMMAND...: run under timeout, record rc and seconds, output to phases.log
   local name=$1 budget=$2; shift 2
@@ -54,14 +55,14 @@ setup_device() {  # the carried pieces, wheels and work folder into $ROOT; the m
   cp -r "$CARRY"/model/2/. "$ROOT/parts/"
   [ -f "$ROOT/sets" ] || "$PY" -m experiments.reproduce.carry assemble "$ROOT/parts" "$ROOT/models" > "$ROOT/sets"
   [ -f "$ROOT/work/prep.json" ] || cp -r "$CARRY/work" "$ROOT/work"
-  cp -n experiments/reproduce/gpu/results/*.json "$ROOT/out/results/" 2>/dev/null || true
+  cp -n "$HOME_RESULTS"/*.json "$ROOT/out/results/" 2>/dev/null || true  # carried back from earlier calls
   cat "$ROOT/sets"
 }
 
 if [ "$DRY" = 1 ]; then
   phase setup 30 "$PY" -m experiments.reproduce.gpu.dry "$ROOT"
 else
-  phase setup 30 bash -c "CARRY=$CARRY ROOT=$ROOT PY=$PY; $(declare -f setup_device); setup_device"
+  phase setup 30 bash -c "CARRY=$CARRY ROOT=$ROOT PY=$PY HOME_RESULTS=$HOME_RESULTS; $(declare -f setup_device); setup_device"
 fi
 read -r -a SETS < <(cat "$ROOT/sets" 2>/dev/null)
 RUN=("$PY" -m experiments.reproduce.run --config "$CONFIG" --work "$ROOT/work" --out "$ROOT/out" "${SETS[@]}")
