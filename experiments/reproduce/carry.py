@@ -134,12 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", type=Path, default=ROOT / ".carry")
     s.add_argument("--bundle-mib", type=float, default=60.0)
     s.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="the shared data folder (run.py's inputs)")
+    s.add_argument("--only", default=None, help=f"comma-separated names to carry (default: all of {', '.join(FLAGS)}); "
+                   "the GPU cut carries smollm2-135m-instruct alone (experiments/reproduce/gpu/README.md)")
     a = sub.add_parser("assemble", help="join the bundles' pieces (on the GPU machine)")
     a.add_argument("parts", type=Path)
     a.add_argument("to", type=Path)
     args = parser.parse_args(argv)
     if args.cmd == "split":
-        for b in split(sources(args.data), args.out, bundle_mib=args.bundle_mib):
+        chosen = sources(args.data)
+        if args.only:
+            unknown = sorted(set(args.only.split(",")) - set(chosen))
+            if unknown:
+                raise SystemExit(f"--only names nothing carried: {unknown}; choose from {sorted(chosen)}")
+            chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
+        for b in split(chosen, args.out, bundle_mib=args.bundle_mib):
             print(f"{b}  {sum(p.stat().st_size for p in b.rglob('*') if p.is_file()) / MIB:.1f} MiB")
         return 0
     paths = assemble(args.parts, args.to)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from experiments.reproduce.run import ExperimentConfig, RunSpec
 
 TEMPLATE = Path(__file__).with_name("RESULTS.md.j2")
+GPU_RESULTS = TEMPLATE.parent / "gpu" / "results"
 SPLITS = ("eval", "ood")
 
 
@@ -47,9 +48,9 @@ def seen_fractions(rs: list[dict[str, Any]]) -> list[float]:
 
 
 def fmt_percent(values: list[float]) -> str:
-    """``63 %``, or ``58–66 %`` when the seeds differ."""
+    """``63 %``, or ``58–66 %`` when the seeds differ; ``⚠`` when some run left training pairs undrawn."""
     lo, hi = round(100 * min(values)), round(100 * max(values))
-    return f"{lo} %" if lo == hi else f"{lo}–{hi} %"
+    return (f"{lo} %" if lo == hi else f"{lo}–{hi} %") + (" ⚠" if min(values) < 1.0 else "")
 
 
 def groups_of(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -226,6 +227,7 @@ def reading(results: list[dict[str, Any]], deltas: list[list[float]], ses: dict[
     out["budget_pct"] = pct
     out["seen"] = [(name, fmt_percent(seen_fractions(rs))) for name, rs in groups.items()]
     out["all_seen"] = [name for name, rs in groups.items() if min(seen_fractions(rs)) == 1.0]
+    out["below"] = [name for name, rs in groups.items() if min(seen_fractions(rs)) < 1.0]
     out["n_eval"] = round(0.25 / ses["eval"] ** 2)
     out["small"] = len(seeds_run) < 3 or out["n_eval"] < 300
     for key in ("shuffled", "margin", "xstest"):
@@ -277,6 +279,18 @@ def plot(results: list[dict[str, Any]], out: Path, main_signal: str) -> list[str
         save_png(fig, out / "accuracy_by_tier.png")
         written.append("accuracy_by_tier.png")
     return written
+
+
+def gpu_section(out: Path, gpu_results: Path = GPU_RESULTS) -> dict[str, Any] | None:
+    """The GPU table beside the CPU one: rows from ``gpu/results/*.json`` (none yet: "not run").
+
+    Only the report at its home (``experiments/reproduce/RESULTS.md``) has it; the GPU sweep's
+    own report, written elsewhere, does not point at itself.
+    """
+    if out.resolve() != TEMPLATE.parent:
+        return None
+    records = [json.loads(p.read_text("utf-8")) for p in sorted(gpu_results.glob("*.json"))]
+    return {"n": len(records), "rows": table_rows(groups_of(records)) if records else []}
 
 
 def _versions() -> dict[str, str]:
@@ -346,7 +360,7 @@ def write_report(cfg: ExperimentConfig, info: dict[str, Any], results: list[dict
         "missing": [r.name for r in planned if r.name not in {x["name"] for x in results}],
         "plots": plot(results, out, cfg.main_signal),
         "reading": reading(results, deltas, ses, cfg, pi0["xstest"]),
-        "command": command, "notes": notes or [],
+        "command": command, "notes": notes or [], "gpu": gpu_section(out),
         "config_json": json.dumps(cfg.model_dump(mode="json"), sort_keys=True),
         "timings": json.dumps(info["timings_s"]), "stage0": _stage0_summary(results),
         "versions": json.dumps(_versions()), "machine": _machine(), "now": dt.datetime.now().isoformat(timespec="minutes"),

@@ -22,6 +22,8 @@ in ``prep.json`` and, if interrupted, resumes (scored parts are kept):
 
 Example (from the repository root):
     python -m experiments.reproduce.run --config experiments/reproduce/config.yaml
+    python -m experiments.reproduce.run --config experiments/reproduce/gpu/config.yaml --work .carry/gpu/work --stop-after prepare
+    python -m experiments.reproduce.run --config experiments/reproduce/gpu/config.yaml --work .carry/gpu/work --coverage
     python -m experiments.reproduce.run --set seeds=[0,1,2] --set data.train_pool=3969 --work /data/repro
 """
 
@@ -87,6 +89,10 @@ class StageSection(_Section):
 class TrainSection(_Section):
     epochs_per_stage: float = Field(
         1.0, ge=1.0, description="Passes over each stage (≥ 1, so shuffled, sequential and curri_dpo draw every training pair).",
+    )
+    horizon: float = Field(
+        1.0, gt=0, le=1, description="Competence horizon, a fraction of a stage's steps (< 1: c = 1 earlier, so the "
+        "competence schedules then sample the whole stage long enough to draw every pair; see --coverage).",
     )
     effective_batch: int = Field(8, ge=1)
     micro_batch: int = Field(8, ge=1)
@@ -175,6 +181,30 @@ def plan_runs(cfg: ExperimentConfig) -> list[RunSpec]:
     return runs
 
 
+def planned_coverage(cfg: ExperimentConfig, spec: RunSpec, tier_sizes: list[int]) -> tuple[int, float]:
+    """(optimizer steps, share of training pairs drawn at least once) of one planned run, before it runs.
+
+    Exact, not an estimate: the trainer's samplers are pure functions of (seed, stage, step), and
+    which positions a competence step draws depends on the tier sizes alone, not on the
+    difficulty values; so this replays the run's batches without a model. The competence
+    schedules sample with replacement (as the reference code does), so only enough epochs and a
+    horizon < 1 make them draw every pair.
+    """
+    from sc_data.train.curriculum import StageSampler, build_stages
+
+    tiers = [k for k, n in enumerate(tier_sizes) for _ in range(n)]
+    n = len(tiers)
+    stages = build_stages(spec.schedule, tiers=tiers, difficulty=[0.0] * n, ids=[f"{i:09d}" for i in range(n)],  # type: ignore[arg-type]
+                          effective_batch=cfg.train.effective_batch, epochs_per_stage=cfg.train.epochs_per_stage,
+                          horizon=cfg.train.horizon)
+    seen = np.zeros(n, dtype=bool)
+    for stage in stages:
+        sampler = StageSampler(stage, effective_batch=cfg.train.effective_batch, seed=spec.seed)
+        for step in range(stage.steps):
+            seen[sampler.rows(step)] = True
+    return sum(s.steps for s in stages), float(seen.mean())
+
+
 def log(msg: str) -> None:
     print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
 
@@ -248,7 +278,7 @@ def _ood_and_xstest(cfg: ExperimentConfig, args: argparse.Namespace, work: Path,
 
 
 def prepare(cfg: ExperimentConfig, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Steps 1-5 of the module docstring; returns (and caches) what the runs need."""
+    """Steps 1-4 of the module docstring; returns (and caches) what the runs need."""
     from sc_data.ingest import ingest
 
     info_path = work / "prep.json"
@@ -263,9 +293,19 @@ def prepare(cfg: ExperimentConfig, args: argparse.Namespace, work: Path) -> dict
     info["timings_s"]["score"] = round(time.time() - t0, 1)
     _stage_variants(cfg, work, info)
     _ood_and_xstest(cfg, args, work, info)
-    info["pi0"] = measure_model(cfg, cfg.score.model, work, info)
     info["timings_s"]["prepare_total"] = round(time.time() - t0, 1)
     write_json(info, info_path)
+    return info
+
+
+def measure_pi0(cfg: ExperimentConfig, work: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Step 5, cached in ``prep.json`` beside steps 1-4: apart, so the data can be prepared on one
+    machine (the CPU: scoring) and π₀ measured on the one that trains (the GPU: same kernels)."""
+    if "pi0" not in info:
+        t0 = time.time()
+        info["pi0"] = measure_model(cfg, cfg.score.model, work, info)
+        info["timings_s"]["pi0"] = round(time.time() - t0, 1)
+        write_json(info, work / "prep.json")
     return info
 
 
@@ -317,7 +357,7 @@ def train_config(cfg: ExperimentConfig, spec: RunSpec) -> Any:
         "model": {"name": cfg.score.model, "device": cfg.device, "gradient_checkpointing": t.gradient_checkpointing},
         "lora": {"enabled": t.lora, "r": t.lora_r, "alpha": t.lora_alpha, "target_modules": t.lora_targets},
         "loss": {"type": "sigmoid", "beta": t.beta},
-        "curriculum": {"schedule": spec.schedule, "epochs_per_stage": t.epochs_per_stage},
+        "curriculum": {"schedule": spec.schedule, "epochs_per_stage": t.epochs_per_stage, "horizon": t.horizon},
         "optim": {"lr": t.lr, "lr_schedule": t.lr_schedule, "warmup_ratio": t.warmup_ratio, "micro_batch": t.micro_batch,
                   "effective_batch": t.effective_batch},
         "data": {"max_length": t.max_length, "max_prompt_length": t.max_prompt_length},
@@ -362,6 +402,19 @@ def run_one(cfg: ExperimentConfig, spec: RunSpec, work: Path, info: dict[str, An
 
 
 # ---------------------------------------------------------------------------- main
+def print_coverage(cfg: ExperimentConfig, runs: list[RunSpec], info: dict[str, Any]) -> int:
+    """``--coverage``: one line per planned run; 1 when some run would leave training pairs undrawn."""
+    short = []
+    for spec in runs:
+        steps, seen = planned_coverage(cfg, spec, list(info["variants"][spec.variant]["tiers"].values()))
+        print(f"{spec.name}\t{steps} steps\t{100 * seen:.1f} % of pairs drawn")
+        if seen < 1.0:
+            short.append(spec.name)
+    if short:
+        log(f"{len(short)} run(s) would not draw every training pair: {', '.join(short)}; raise train.epochs_per_stage or lower train.horizon")
+    return 1 if short else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from experiments.reproduce.report import write_report
 
@@ -377,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated run names (see --list) to run now, in this order")
     parser.add_argument("--list", action="store_true", help="print the planned run names and exit")
     parser.add_argument("--report-only", action="store_true", help="write RESULTS.md from the results present")
+    parser.add_argument("--stop-after", choices=("prepare", "pi0"), default=None,
+                        help="stop after steps 1-4 (prepare: the CPU part, scoring) or after π₀'s measurement (step 5)")
+    parser.add_argument("--coverage", action="store_true",
+                        help="print each planned run's steps and pairs drawn (exact, no model; needs the preparation); exit 1 if any is below 100 %%")
     parser.add_argument("--note", action="append", default=[], help="a provenance line for RESULTS.md (how the sweep was run)")
     args = parser.parse_args(argv)
     cfg = experiment_config(args.config, args.overrides)
@@ -394,6 +451,13 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(cfg.threads)
     info = prepare(cfg, args, args.work)
+    if args.coverage:
+        return print_coverage(cfg, runs, info)
+    if args.stop_after == "prepare":
+        return 0
+    info = measure_pi0(cfg, args.work, info)
+    if args.stop_after == "pi0":
+        return 0
     results_dir = args.out / "results"
     for spec in [] if args.report_only else todo:
         path = results_dir / f"{spec.name}.json"
