@@ -113,7 +113,7 @@ def near_duplicate_components(items: Sequence[Turns], n: int, threshold: float) 
     Two items are linked when their exact keys are equal or their word n-gram overlap coefficient
     reaches ``threshold``; labels are union-find roots (equal label = same component). Candidate
     pairs come from an inverted index with prefix filtering (Chaudhuri et al. 2006, "A primitive
-    operator for similarity joins"): grams are ordered rarest first, and the smaller item S of a
+    operator for similarity joins in data cleaning"): grams are ordered rarest first, and the smaller item S of a
     pair shares at least ceil(threshold x |S|) grams with the other, so one of them lies in S's
     first |S| - ceil(threshold x |S|) + 1 grams. Only those rare grams' postings are probed, and a
     pair already in one component is not compared, so the work stays near-linear in the items
