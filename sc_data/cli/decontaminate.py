@@ -17,6 +17,7 @@ from sc_data.cli._common import (
     print_json,
     stdout,
 )
+from sc_data.cli.ingest import quiet_hub_bars
 from sc_data.config import load_config
 from sc_data.decontam.pipeline import DecontamOptions, decontaminate, make_decontam_options
 
@@ -29,7 +30,7 @@ FLAGS = ConfigFlags(
 @handle_errors
 def decontaminate_command(
     input: Annotated[Path, typer.Argument(help="Pairs or scored Parquet (what ingest or score wrote).", dir_okay=False, show_default=False)],  # noqa: A002
-    against: Annotated[list[str], typer.Option("--against", "-a", metavar="EVAL", help="Eval set, repeatable: a pair file ingest reads, a CSV/JSONL/Parquet with a 'prompt' column, a .txt file (one prompt per line) or a dataset name.", show_default=False)],
+    against: Annotated[list[str], typer.Option("--against", "-a", metavar="EVAL", help="Eval set, repeatable: a pair file ingest reads, a CSV/JSONL/Parquet with a 'prompt' column, a .txt file (one prompt per line), a save_to_disk folder or a Hub dataset ORG/NAME[@REV][:[CONFIG/]SPLIT].", show_default=False)],
     output: OutputFile,
     ngram: Annotated[int | None, FLAGS.option("ngram", min=1)] = None,
     threshold: Annotated[float | None, FLAGS.option("threshold", min=0.0, max=1.0)] = None,
@@ -49,7 +50,10 @@ def decontaminate_command(
         sc-data decontaminate pairs.parquet --against harmless-base-test.jsonl.gz -o clean.parquet
 
         sc-data decontaminate scored.parquet -a xstest_prompts.csv -a advbench.txt -o clean.parquet --embedding
+
+        sc-data decontaminate pairs.parquet -a PKU-Alignment/PKU-SafeRLHF@main:default/test -o clean.parquet
     """
+    quiet_hub_bars()
     options = make_decontam_options(**load_config(config, FLAGS.overrides(locals())))
     result = decontaminate(input, against, output, rejects=rejects, options=options, overwrite=overwrite)
     if as_json:

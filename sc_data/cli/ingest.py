@@ -28,7 +28,7 @@ from sc_data.ingest.formats import FORMAT_NAMES
 
 FLAGS = ConfigFlags(
     IngestOptions, format="format", prefer="prefer", safety_pairs="safety_pairs", dedup="dedup", max_chars="max_chars",
-    split="split", subset="subset", revision="revision", streaming="streaming",
+    split="split", subset="subset", revision="revision", streaming="streaming", license_id="license",
 )
 Format = choice_enum("Format", FORMAT_NAMES)
 Prefer = FLAGS.choices("prefer")
@@ -56,6 +56,7 @@ def ingest_command(
     subset: Annotated[str | None, FLAGS.option("subset")] = None,
     revision: Annotated[str | None, FLAGS.option("revision")] = None,
     streaming: Annotated[bool | None, FLAGS.option("streaming", "--streaming/--no-streaming")] = None,
+    license_id: Annotated[str | None, FLAGS.option("license_id", "--license", metavar="ID")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs that sc-data wrote.")] = False,
     rejects: Annotated[Path | None, typer.Option("--rejects", help="Rejects Parquet; default <output stem>.rejects.parquet.", dir_okay=False)] = None,
     config: ConfigFile = None,
@@ -72,6 +73,8 @@ def ingest_command(
         sc-data ingest qa.csv -o pairs.parquet --map prompt=question --map chosen=good --map rejected=bad
 
         sc-data ingest PKU-Alignment/PKU-SafeRLHF -o pku-train.parquet --subset default --split train --streaming
+
+        sc-data ingest my-pku-layout.jsonl -o pairs.parquet --license apache-2.0
     """
     given = {**FLAGS.overrides(locals()), "column_map": parse_column_map(column_map)}
     quiet_hub_bars()

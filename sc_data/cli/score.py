@@ -34,7 +34,7 @@ from sc_data.scorers.runner import DEFAULT_PART_ROWS, describe_scorers, score
 #: The ingest options a raw input is read with (the same flags as `sc-data ingest`).
 INGEST = ConfigFlags(
     IngestOptions, format="format", prefer="prefer", safety_pairs="safety_pairs", split="split", subset="subset",
-    revision="revision", streaming="streaming",
+    revision="revision", streaming="streaming", license_id="license",
 )
 Format = choice_enum("Format", FORMAT_NAMES)
 Prefer = INGEST.choices("prefer")
@@ -119,6 +119,7 @@ def score_command(
     subset: Annotated[str | None, INGEST.option("subset")] = None,
     revision: Annotated[str | None, INGEST.option("revision")] = None,
     streaming: Annotated[bool | None, INGEST.option("streaming", "--streaming/--no-streaming")] = None,
+    license_id: Annotated[str | None, INGEST.option("license_id", "--license", metavar="ID")] = None,
     part_rows: Annotated[int, typer.Option(help="Rows per part file (the resume granularity).", min=1)] = DEFAULT_PART_ROWS,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its part files.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output that sc-data wrote.")] = False,

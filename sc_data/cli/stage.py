@@ -29,7 +29,7 @@ STAGE = ConfigFlags(
     strategy="strategy", tiers="tiers", cuts="cuts", threshold_column="threshold_column",
     eval_fraction="eval_fraction", dev_fraction="dev_fraction", budget="budget", budget_mode="budget_mode",
     stratify="stratify", per_category="per_category", missing="missing", difficulty_column="difficulty_columns",
-    seed="seed",
+    seed="seed", near_duplicates="near_duplicates",
 )
 EXPORT = ConfigFlags(ExportConfig, max_shard_rows="max_shard_rows", plots="plots")
 Strategy = STAGE.choices("strategy")
@@ -62,6 +62,7 @@ def stage_command(
     missing: Annotated[Missing | None, STAGE.option("missing")] = None,
     difficulty_column: Annotated[list[str] | None, STAGE.option("difficulty_column", metavar="COL[:DIR][=W]")] = None,
     seed: Annotated[int | None, STAGE.option("seed")] = None,
+    near_duplicates: Annotated[float | None, STAGE.option("near_duplicates", metavar="OVERLAP")] = None,
     max_shard_rows: Annotated[int | None, EXPORT.option("max_shard_rows", min=1)] = None,
     plots: Annotated[bool | None, EXPORT.option("plots", "--plots/--no-plots")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
@@ -74,7 +75,7 @@ def stage_command(
 
       sc-data stage scored.parquet -o staged/
 
-      sc-data stage scored.parquet -o staged/ --tiers 4 --budget 0.75 --stratify category
+      sc-data stage scored.parquet -o staged/ --tiers 4 --budget 0.75 --stratify category --near-duplicates 0.6
 
       sc-data stage scored.parquet -o staged/ --difficulty-column judge__severity:easier=2 --difficulty-column ref_margin__margin_mean
     """

@@ -6,6 +6,11 @@ detects (HH-RLHF transcripts, the paper's release, PKU-SafeRLHF, TRL) gives each
 through that layout's converter; otherwise a ``prompt`` column (a string, a transcript or a
 message list) is the prompt list. A ``.txt`` file holds one prompt per line.
 
+A Hub dataset or ``save_to_disk`` folder names its split in the spec, because each ``--against``
+may be a different set: ``ORG/NAME[@REV][:[CONFIG/]SPLIT]`` (``PKU-Alignment/PKU-SafeRLHF@v1:test``,
+``lmsys/toxic-chat:toxicchat0124/test``, ``saved_dict:test``); git revisions, repo ids and split
+names hold no ``:``. The manifest records the repo, config, split, revision and commit read.
+
 Records are not validated as pairs: a record ingest would reject for its answers (an empty
 chosen answer) still holds a prompt an evaluator may use, so it is kept. A record whose prompt
 can't be read at all is counted as ``unreadable`` in the manifest.
@@ -21,7 +26,7 @@ from sc_data.decontam.text import Turns, prompt_turns
 from sc_data.errors import InputError
 from sc_data.ingest.config import make_options
 from sc_data.ingest.formats import columns_of, detect_format, make_converter
-from sc_data.ingest.readers import resolve
+from sc_data.ingest.readers import Source, resolve
 from sc_data.ingest.rows import Converter, RowError
 from sc_data.io import sha256_file
 
@@ -48,10 +53,14 @@ class EvalSet:
     items: list[EvalItem] = field(default_factory=list)
     unreadable: int = 0
 
+    split: str | None = None
+    hub: dict[str, Any] | None = None
+
     def to_dict(self) -> dict[str, Any]:
-        """The manifest entry (path, sha256, layout, item count, unreadable records)."""
-        return {"path": self.spec, "sha256": self.sha256, "layout": self.layout, "items": len(self.items),
-                "unreadable": self.unreadable}
+        """The manifest entry (path, sha256, layout, item count, unreadable records; split and Hub commit read)."""
+        entry = {"path": self.spec, "sha256": self.sha256, "layout": self.layout, "items": len(self.items),
+                 "unreadable": self.unreadable}
+        return entry | {k: v for k, v in (("split", self.split), ("hub", self.hub)) if v is not None}
 
 
 def _layout(rows: list[dict[str, Any]], spec: str) -> str:
@@ -94,6 +103,48 @@ def _read_text_lines(path: Path) -> EvalSet:
     return EvalSet(str(path), sha256_file(path), PROMPT_LIST, items)
 
 
+def dataset_source(spec: str) -> Source:
+    """Resolve an eval set spec with ingest's reader, its ``:[CONFIG/]SPLIT`` selector applied.
+
+    Raises:
+        InputError: a config given for something other than a Hub dataset, or a spec ingest can't resolve.
+    """
+    base, sep, selector = spec.rpartition(":")
+    if not sep or Path(spec).expanduser().exists() or not base:
+        return resolve(spec)
+    config, _, split = selector.rpartition("/")
+    source = resolve(base)
+    if source.kind not in ("hub", "disk"):
+        raise InputError(f"eval set {spec!r}: ':{selector}' names a split, which only a Hub dataset or a save_to_disk "
+                         f"folder has, and {base!r} is neither; check the path")
+    if config and source.kind != "hub":
+        raise InputError(f"eval set {spec!r}: {config!r} names a config, which only a Hub dataset has; write {base}:{split}")
+    source.choose(split=split or None, subset=config or None)
+    return source
+
+
+def _read_rows(spec: str) -> EvalSet:
+    """Any eval set but a ``.txt`` file, through ingest's readers and its layout's converter."""
+    source = dataset_source(spec)
+    found = EvalSet(spec, source.sha256(), "")
+    convert: Converter | None = None
+    for batch in source.batches():
+        found.unreadable += len(batch.rejects)
+        if batch.rows and not found.layout:
+            found.layout = _layout(batch.rows, found.spec)
+            if found.layout != PROMPT_LIST:
+                options = make_options(format=found.layout, safety_pairs="keep")
+                convert = make_converter(found.layout, source.name, options)
+        for row, line in zip(batch.rows, batch.lines, strict=True):
+            turns = prompt_turns(_prompt_of(row, convert))
+            if not turns:
+                found.unreadable += 1
+                continue
+            found.items.append(EvalItem(line, None if row.get("id") is None else str(row["id"]), turns))
+    found.split, found.hub = source.split_read, source.hub_record()
+    return found
+
+
 def read_eval_set(spec: str | Path) -> EvalSet:
     """Read one eval set (see the module docstring for the forms it may take).
 
@@ -105,22 +156,12 @@ def read_eval_set(spec: str | Path) -> EvalSet:
     if path.suffix.lower() == ".txt":
         found = _read_text_lines(path)
     else:
-        source = resolve(str(spec))
-        found = EvalSet(str(spec), source.sha256(), "")
-        convert: Converter | None = None
-        for batch in source.batches():
-            found.unreadable += len(batch.rejects)
-            if batch.rows and not found.layout:
-                found.layout = _layout(batch.rows, found.spec)
-                if found.layout != PROMPT_LIST:
-                    options = make_options(format=found.layout, safety_pairs="keep")
-                    convert = make_converter(found.layout, source.name, options)
-            for row, line in zip(batch.rows, batch.lines, strict=True):
-                turns = prompt_turns(_prompt_of(row, convert))
-                if not turns:
-                    found.unreadable += 1
-                    continue
-                found.items.append(EvalItem(line, None if row.get("id") is None else str(row["id"]), turns))
+        try:
+            found = _read_rows(str(spec))
+        except InputError as e:
+            if "pass --split NAME" not in str(e):
+                raise
+            raise InputError(f"{e}. For an eval set, name the split in the spec: {spec}:SPLIT") from e
     if not found.items:
         raise InputError(
             f"eval set {found.spec} holds no readable prompt ({found.unreadable} unreadable record(s)); "

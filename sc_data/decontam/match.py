@@ -16,6 +16,8 @@ order) and answers, for a training prompt, the best-matching item and a score in
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
@@ -24,6 +26,11 @@ import numpy as np
 from sc_data.decontam.text import Turns, exact_key, word_ngrams
 
 Match = tuple[int, float]  # (eval item number, score)
+
+
+def overlap_coefficient(shared: int, size_a: int, size_b: int) -> float:
+    """|A ∩ B| / min(|A|, |B|) from the sizes: the n-gram method's score."""
+    return shared / min(size_a, size_b)
 
 
 class ExactIndex:
@@ -60,7 +67,7 @@ class NgramIndex:
         if not shared:
             return None
         k, score = max(
-            ((k, count / min(len(grams), int(self._sizes[k]))) for k, count in shared.items()),
+            ((k, overlap_coefficient(count, len(grams), int(self._sizes[k]))) for k, count in shared.items()),
             key=lambda ks: (ks[1], -ks[0]),
         )
         return k, score
@@ -98,3 +105,59 @@ class EmbeddingIndex:
             best = sims.argmax(axis=1)
             out.extend((int(k), float(sims[i, k])) for i, k in enumerate(best))
         return out
+
+
+def near_duplicate_components(items: Sequence[Turns], n: int, threshold: float) -> np.ndarray:
+    """Component label per item, linking items the exact or the n-gram method would match, transitively.
+
+    Two items are linked when their exact keys are equal or their word n-gram overlap coefficient
+    reaches ``threshold``; labels are union-find roots (equal label = same component). Candidate
+    pairs come from an inverted index with prefix filtering (Chaudhuri et al. 2006, "A primitive
+    operator for similarity joins in data cleaning"): grams are ordered rarest first, and the smaller item S of a
+    pair shares at least ceil(threshold x |S|) grams with the other, so one of them lies in S's
+    first |S| - ceil(threshold x |S|) + 1 grams. Only those rare grams' postings are probed, and a
+    pair already in one component is not compared, so the work stays near-linear in the items
+    (100k prompts: see docs/ARCHITECTURE.md, "Staging").
+
+    Args:
+        items: prompts as normalised turns (:func:`sc_data.decontam.text.prompt_turns`).
+        n: word n-gram length. threshold: overlap coefficient in (0, 1].
+
+    Returns:
+        int64 (len(items),) component labels.
+    """
+    parent = list(range(len(items)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]  # path halving
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for k, turns in enumerate(items):
+        parent[find(k)] = find(first.setdefault(exact_key(turns), k))
+    grams = [word_ngrams(turns, n) for turns in items]
+    sizes = [len(s) for s in grams]
+    df = Counter(g for s in grams for g in s)
+    postings: dict[str, list[int]] = defaultdict(list)
+    for k, s in enumerate(grams):
+        for g in s:
+            postings[g].append(k)
+    order = [sizes[k] * len(items) + k for k in range(len(items))]  # (size, item) as one sortable int
+    for plist in postings.values():
+        plist.sort(key=order.__getitem__)
+    for a, s in enumerate(grams):
+        need = max(1, math.ceil(threshold * len(s) - 1e-9))  # never above the exact count: no pair is missed
+        root, seen = find(a), set()
+        for g in sorted(s, key=lambda g: (df[g], g))[: len(s) - need + 1]:
+            plist = postings[g]
+            # Each pair once, probed from its smaller item: only the items after ``a`` in (size, item) order.
+            for b in plist[bisect.bisect_right(plist, order[a], key=order.__getitem__):]:
+                if b in seen:
+                    continue
+                seen.add(b)
+                rb = find(b)
+                if rb != root and overlap_coefficient(len(s & grams[b]), sizes[a], sizes[b]) >= threshold:
+                    parent[rb] = root
+    return np.fromiter((find(k) for k in range(len(items))), dtype=np.int64, count=len(items))

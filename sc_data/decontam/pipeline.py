@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sc_data.decontam.evalsets import EvalItem, EvalSet, read_eval_set
 from sc_data.decontam.match import EmbeddingIndex, ExactIndex, Match, NgramIndex
-from sc_data.decontam.text import Turns, prompt_turns
+from sc_data.decontam.text import DEFAULT_NGRAM, Turns, prompt_turns
 from sc_data.errors import InputError, config_error
 from sc_data.ingest.arrow import raw_excerpt, rejects_to_table
 from sc_data.io import sha256_file, write_parquet
@@ -51,7 +51,7 @@ class DecontamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ngram: int = Field(
-        8, ge=1,
+        DEFAULT_NGRAM, ge=1,
         description="Word n-gram length of the n-gram method (8: long enough that a shared gram is rarely a stock "
         "phrase, short enough for one-sentence safety prompts). Prompts shorter than this are left to exact/embedding.",
     )

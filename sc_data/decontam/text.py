@@ -22,6 +22,10 @@ _NOT_WORD = re.compile(r"[\W_]+")
 
 Turns = tuple[str, ...]
 
+#: Word n-gram length of the n-gram method (decontaminate's and stage's near_duplicates' default):
+#: long enough that a shared gram is rarely a stock phrase, short enough for one-sentence prompts.
+DEFAULT_NGRAM = 8
+
 
 def normalise(text: str) -> str:
     """NFKC, casefold, no leading role prefix, punctuation and whitespace runs -> one space.

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sc_data.errors import ConfigError, config_error
 from sc_data.ingest.formats import FORMAT_NAMES
+from sc_data.ingest.licences import LICENSE_ID
 
 #: Canonical columns a ``column_map`` may fill: source column names are looked up under these.
 MAPPABLE_COLUMNS: tuple[str, ...] = (
@@ -61,6 +62,21 @@ class IngestOptions(BaseModel):
     streaming: bool = Field(
         False, description="Hub inputs: stream the rows (datasets streaming) instead of downloading and preparing the set first."
     )
+    license: str | None = Field(
+        None,
+        description="Licence of the inputs (an SPDX / Hub id, e.g. apache-2.0), recorded in the manifest and the card; "
+        "default: a REUSE <file>.license sidecar, else the known source's (PKU layout: cc-by-nc-4.0).",
+    )
+
+    @field_validator("license")
+    @classmethod
+    def _licence_id(cls, value: str | None) -> str | None:
+        if value is not None and not LICENSE_ID.fullmatch(value):
+            raise ValueError(
+                "not a licence id: one SPDX / Hub id of letters, digits, '.', '-' and '+', e.g. apache-2.0, mit, "
+                "cc-by-nc-4.0 or other"
+            )
+        return value
 
     @field_validator("format")
     @classmethod
@@ -131,7 +147,8 @@ class InputReport:
     """What one input contributed: where it was, its hash, the detected format and its counts.
 
     ``hub`` is set for a Hub dataset: repo id, config, split, the revision asked for, the commit
-    read and whether it was streamed.
+    read and whether it was streamed. ``license_from`` says where ``license`` came from:
+    ``--license``, the sidecar file, or ``format <name>`` (the known source's).
     """
 
     path: str
@@ -141,6 +158,7 @@ class InputReport:
     rows_out: int = 0
     rows_rejected: int = 0
     license: str | None = None
+    license_from: str | None = None
     hub: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from sc_data.ingest.arrow import output_schema, rejects_to_table
 from sc_data.ingest.config import IngestOptions, IngestResult, InputReport, make_options
 from sc_data.ingest.convert import Converted, IdLedger, Reject, convert_batch
 from sc_data.ingest.formats import check_columns, detect_format, get_format, make_converter
+from sc_data.ingest.licences import declared_license
 from sc_data.ingest.readers import RawBatch, Source, resolve
 from sc_data.ingest.rows import Converter
 from sc_data.io import PARQUET_COMPRESSION, atomic_path
@@ -53,7 +54,8 @@ def _format_of(rows: list[dict[str, Any]], source: Source, options: IngestOption
         fmt = detect_format(rows, where=source.spec, column_map=options.column_map)
     check_columns(rows, fmt, where=source.spec, column_map=options.column_map)
     report.format = fmt
-    report.license = get_format(fmt).license
+    if report.license is None and get_format(fmt).license:  # a declared licence wins (see ingest/licences.py)
+        report.license, report.license_from = get_format(fmt).license, f"format {fmt}"
     return fmt
 
 
@@ -132,6 +134,7 @@ def iter_ingest(
     ledger = IdLedger(options.dedup)
     for source in resolve_inputs(inputs, options):
         report = InputReport(path=source.spec, sha256="", format=None)
+        report.license, report.license_from = declared_license(source.path, options.license)
         reports.append(report)
         # hashlib releases the GIL: hash the file on the second core while this one parses it.
         digest = _BACKGROUND.submit(source.sha256)

@@ -258,6 +258,5 @@ Difficulty columns: {", ".join(f"`{c['column']}` ({c['direction']}, weight {c['w
 {sources}
 
 Licences of the sources: {", ".join(licenses) if licenses else "not recorded (check the sources)"}.
-This dataset is a derivative of them and inherits their terms. (sc-data's bundled example pairs,
-`examples/pairs.jsonl`, are the project's own and licensed as the project, Apache-2.0.)
+This dataset is a derivative of them and inherits their terms.
 """))

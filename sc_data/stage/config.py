@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sc_data.decontam.text import DEFAULT_NGRAM
 from sc_data.errors import ConfigError, config_error
 from sc_data.stage.difficulty import DifficultyColumn, MissingPolicy
 from sc_data.stage.tiers import Strategy
@@ -57,6 +58,16 @@ class StageConfig(BaseModel):
         default_factory=list,
         description="Score columns COL[:easier|harder][=weight] that make the difficulty; empty = every known "
         "scorer's difficulty column present.",
+    )
+    near_duplicates: float | None = Field(
+        None, gt=0, le=1,
+        description="Also keep near-duplicate prompts on one side of the eval / dev split: merge prompt groups that "
+        "decontaminate's exact or word n-gram method matches at this overlap coefficient (e.g. 0.6, decontaminate's "
+        "threshold). Off (None): only equal normalised prompts are grouped.",
+    )
+    near_duplicate_ngram: int = Field(
+        DEFAULT_NGRAM, ge=1,
+        description="Word n-gram length of near_duplicates (decontaminate's ngram).",
     )
     seed: int = Field(42, description="Seed of every random choice; same seed, same result (paper: 42).")
 

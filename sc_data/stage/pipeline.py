@@ -156,6 +156,7 @@ def stage(
         "n_tiers": result.n_tiers,
         "tier_edges": result.tier_edges,
         "missing_scores": result.missing,
+        "near_duplicate_merges": result.near_duplicate_merges,
     }
     written = export(
         result.table,

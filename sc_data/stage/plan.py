@@ -40,6 +40,7 @@ from sc_data.stage.split import (
     assign_splits,
     budget_from_end,
     budget_within_tiers,
+    merge_near_duplicates,
     prompt_group_codes,
 )
 from sc_data.stage.tiers import StagingWarning, Tierer, tiers_by_group
@@ -60,6 +61,7 @@ class Assignment:
         tier_edges: the Tierer's edges (per category when stratified).
         difficulty_columns: the resolved difficulty columns.
         missing: column -> rows whose score was missing.
+        near_duplicate_merges: prompt groups merged by ``near_duplicates`` (None when off).
         warnings: what degraded and what to change.
     """
 
@@ -71,6 +73,7 @@ class Assignment:
     tier_edges: list[float] | dict[str, list[float]]
     difficulty_columns: list[DifficultyColumn]
     missing: dict[str, int]
+    near_duplicate_merges: int | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -166,8 +169,13 @@ def plan(table: pa.Table, config: StageConfig | None = None, *, source: str = "<
 
     rows = np.flatnonzero(keep)
     split = np.full(n, -1, dtype=np.int64)
+    groups, merges = prompt_group_codes(table.column("prompt"))[rows], None
+    if config.near_duplicates is not None:
+        groups, merges = merge_near_duplicates(
+            table.column("prompt"), rows, groups, n=config.near_duplicate_ngram, threshold=config.near_duplicates
+        )
     split[rows] = assign_splits(
-        prompt_group_codes(table.column("prompt"))[rows],
+        groups,
         difficulty[rows],
         cats[rows],
         eval_fraction=config.eval_fraction,
@@ -212,6 +220,7 @@ def plan(table: pa.Table, config: StageConfig | None = None, *, source: str = "<
         tier_edges=tier_edges,
         difficulty_columns=diff.columns,
         missing=missing,
+        near_duplicate_merges=merges,
         warnings=tier_warnings,
     )
 

@@ -1,6 +1,7 @@
 """Which rows go where: the eval and dev hold-outs, and the training-data budget.
 
-Hold-outs take whole prompt groups (rows whose normalised prompt agrees), so no prompt sits on both
+Hold-outs take whole prompt groups (rows whose normalised prompt agrees, and with
+``near_duplicates`` also prompts that ``sc-data decontaminate`` would match), so no prompt sits on both
 sides of a split, and spread evenly over strata of difficulty quartile x category, so the eval set
 has the training set's mix (the paper: 80/20 by difficulty quartile). The budget then keeps a
 fraction of the training rows: from the easiest or hardest end, or uniformly within each tier.
@@ -16,6 +17,9 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from sc_data.decontam.match import near_duplicate_components
+from sc_data.decontam.text import prompt_turns
 
 SPLIT_NAMES = ("train", "eval", "dev")
 TRAIN, EVAL, DEV = 0, 1, 2  # split codes: indices into SPLIT_NAMES
@@ -39,6 +43,30 @@ def prompt_group_codes(prompt: pa.ChunkedArray | pa.Array) -> np.ndarray:
     text = pc.binary_join_element_wise(messages.field("role"), content, ":")
     joined = pc.binary_join(pa.ListArray.from_arrays(arr.offsets, text), "\n")
     return pc.dictionary_encode(joined).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def merge_near_duplicates(
+    prompt: pa.ChunkedArray | pa.Array, rows: np.ndarray, groups: np.ndarray, *, n: int, threshold: float
+) -> tuple[np.ndarray, int]:
+    """Merge prompt groups whose prompts decontaminate's exact or n-gram method would match.
+
+    One prompt per group (its first row) is compared, through
+    :func:`sc_data.decontam.match.near_duplicate_components`, so a held-out split ends up
+    decontaminated from the training split by the same measure ``sc-data decontaminate`` applies.
+
+    Args:
+        prompt: the table's whole ``prompt`` column.
+        rows: (m,) the table rows ``groups`` belong to.
+        groups: (m,) prompt group per row (:func:`prompt_group_codes`).
+        n, threshold: word n-gram length and overlap coefficient (decontaminate's ``ngram`` / ``threshold``).
+
+    Returns:
+        ((m,) merged group per row, the number of groups merged away).
+    """
+    uniq, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    firsts = prompt.take(pa.array(rows[first], pa.int64())).to_pylist()
+    labels = near_duplicate_components([prompt_turns(p) for p in firsts], n, threshold)
+    return labels[inverse.reshape(-1)], len(uniq) - len(np.unique(labels))
 
 
 def grouped_holdout(
