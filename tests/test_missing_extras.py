@@ -3,13 +3,17 @@
 The core-only venv (tests/core_env.py) runs the real ``sc-data`` console script: every command that
 needs an extra stops with one ``Error:`` line naming ``pip install "sc-data[<extra>]"`` (no
 traceback), and the core commands (ingest, stage, verify, publish, pull) work end to end. The
-``[judge]`` venv scores with a served judge on a loopback endpoint without torch.
+``[judge]`` venv scores with a served judge on a loopback endpoint without torch. A partial install
+(``[score]`` without peft, ``[train]`` without ``[trl]``) is the dev venv with those modules blocked.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +25,7 @@ from sc_data.cli._common import extra_modules
 from tests.core_env import REPO, Venv, build_venv
 from tests.hub.fake_hub import VALID_TOKEN, FakeHub
 from tests.scorers.test_judge import _Server
+from tests.train.conftest import write_staged
 
 EXAMPLES = REPO / "examples" / "pairs.jsonl"
 #: What a command says on stderr before it needs the extra (what it is about to do).
@@ -140,3 +145,21 @@ class TestJudgeOnly:
         assert len(server.requests) == 8  # rejected and chosen answer of each pair
         stage = judge_venv.run([str(judge_venv.sc_data), "stage", "scored.parquet", "-o", "staged", "-k", "2", "--eval-fraction", "0"], tmp_path)
         assert stage.returncode == 0, stage.stderr
+
+
+class TestPartialInstall:
+    """A command names its own extra when a lower one is installed: ``sys.modules[m] = None`` makes ``import m`` fail as if absent."""
+
+    RUN = "import sys; {blocked}; sys.argv = ['sc-data', *sys.argv[1:]]; from sc_data.cli.main import app; app()"
+
+    @pytest.mark.parametrize(("blocked", "extra", "args"), [
+        (("peft",), "train", ["--lora"]),  # [score] installed
+        (("datasets", "trl"), "trl", ["--engine", "trl"]),  # [train] installed: trl's engine imports datasets first
+    ])
+    def test_train_names_its_extra(self, blocked: tuple[str, ...], extra: str, args: list[str], tmp_path: Path, tiny_lm_dir: Path) -> None:
+        code = self.RUN.format(blocked="; ".join(f"sys.modules[{m!r}] = None" for m in blocked))
+        argv = ["train", str(write_staged(tmp_path / "staged")), "-o", str(tmp_path / "run"), "--model", str(tiny_lm_dir), "--device", "cpu", *args]
+        env = {k: v for k, v in os.environ.items() if k != "SC_DATA_DEBUG"} | {"HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+        run = subprocess.run([sys.executable, "-c", code, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+        assert MISSING.format(module=blocked[0], extra=extra) in run.stderr.splitlines(), run.stderr
