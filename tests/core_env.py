@@ -75,7 +75,7 @@ def build_venv(extra: str | None = None) -> Venv:
         start = time.perf_counter()
         spec = f"{REPO}[{extra}]" if extra else str(REPO)
         steps = [[sys._base_executable, "-m", "venv", str(path)],  # type: ignore[attr-defined]
-                 [str(path / "bin" / "python"), "-m", "pip", "install", "--quiet", "--prefer-binary", "-e", spec]]
+                 [str(path / "bin" / "python"), "-m", "pip", "install", "--quiet", "--prefer-binary", "--no-compile", "-e", spec]]
         for step in steps:
             done = subprocess.run(step, cwd=root, capture_output=True, text=True, timeout=900)
             if done.returncode != 0:
