@@ -6,11 +6,14 @@ command. Results go to stdout; logs, warnings, errors and progress to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.metadata
 import json
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args, get_origin
@@ -46,12 +49,78 @@ ConfigFile = Annotated[
 ]
 
 
-#: The extra (pyproject.toml's optional-dependencies) that installs each optional top-level module.
-EXTRA_OF_MODULE = {
-    "torch": "score", "transformers": "score", "safetensors": "score", "tokenizers": "score", "gguf": "score",
-    "sentence_transformers": "score", "accelerate": "train", "peft": "train", "trl": "trl",
-    "openai": "judge", "huggingface_hub": "hub", "datasets": "hub", "polars": "bench",
-}
+DIST = "sc-data"
+
+
+def _import_name(requirement: str) -> str:
+    """The top-level module of a requirement's distribution (``sentence-transformers>=3`` -> ``sentence_transformers``)."""
+    name = re.match(r"[A-Za-z0-9._-]+", requirement)
+    return name[0].lower().replace("-", "_").replace(".", "_") if name else ""
+
+
+@functools.cache
+def extra_modules() -> dict[str, frozenset[str]]:
+    """Extra -> the top-level modules it installs, with those of the extras it includes.
+
+    Read from the installed sc-data's ``Requires-Dist`` lines (``torch>=2.2; extra == "score"``), so
+    pyproject.toml's ``[project.optional-dependencies]`` stays the one declaration. Empty when
+    sc-data runs from a source tree that was never installed.
+    """
+    try:
+        requires = importlib.metadata.requires(DIST) or []
+    except importlib.metadata.PackageNotFoundError:
+        return {}
+    listed: dict[str, set[str]] = {}
+    included: dict[str, set[str]] = {}
+    for requirement in requires:
+        marker = re.search(r"""extra\s*==\s*['"]([^'"]+)['"]""", requirement)
+        if marker is None:
+            continue  # a core dependency
+        listed.setdefault(marker[1], set())
+        if _import_name(requirement) == _import_name(DIST):  # sc-data[score]: includes another extra
+            inner = re.search(r"\[([^\]]*)\]", requirement)
+            included.setdefault(marker[1], set()).update(e.strip() for e in (inner[1] if inner else "").split(","))
+        else:
+            listed[marker[1]].add(_import_name(requirement))
+
+    def closure(extra: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        inner = included.get(extra, set()) - seen - {extra}
+        return listed.get(extra, set()).union(*(closure(e, seen | {extra}) for e in inner))
+
+    return {extra: frozenset(closure(extra)) for extra in listed}
+
+
+def extra_for(module: str, wanted: str | None = None) -> str | None:
+    """The extra to install for a missing ``module``: ``wanted`` (the command's) if it installs it, else the smallest that does.
+
+    Ties go to the extra declared first (``datasets``: ``[hub]`` before ``[bench]``).
+    """
+    extras = extra_modules()
+    if wanted in extras and module in extras[wanted]:
+        return wanted
+    holding = [extra for extra, modules in extras.items() if module in modules]
+    return min(holding, key=lambda extra: len(extras[extra]), default=None)
+
+
+def missing_module_message(e: ModuleNotFoundError, wanted: str | None = None) -> str:
+    """``this needs 'torch', which is not installed: pip install "sc-data[train]"``."""
+    module = (e.name or "").split(".")[0]
+    extra = extra_for(module, wanted)
+    how = f'pip install "{DIST}[{extra}]"' if extra else f"pip install {module}"
+    return f"this needs {module!r}, which is not installed: {how}"
+
+
+@contextlib.contextmanager
+def needs_extra(extra: str) -> Iterator[None]:
+    """Name ``extra`` for a module it installs that is missing inside this block.
+
+    WHY: a command needs a whole extra, and the first missing module alone would name a smaller
+    one (``train`` stops at ``torch``, which ``[score]`` installs, but needs ``[train]``'s peft).
+    """
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        raise ScDataError(missing_module_message(e, extra)) from e
 
 
 def _message(e: BaseException) -> str:
@@ -59,10 +128,7 @@ def _message(e: BaseException) -> str:
     if isinstance(e, ScDataError):
         return str(e)
     if isinstance(e, ModuleNotFoundError):
-        module = (e.name or "").split(".")[0]
-        extra = EXTRA_OF_MODULE.get(module)
-        how = f'pip install "sc-data[{extra}]"' if extra else f"pip install {module}"
-        return f"this needs {module!r}, which is not installed: {how}"
+        return missing_module_message(e)
     if isinstance(e, OSError):
         where = f": {e.filename!r}" if getattr(e, "filename", None) else ""
         return f"{e.strerror or e}{where} (check the path, that its folders exist and that you may write there)"

@@ -13,6 +13,7 @@ from sc_data.cli._common import (
     ConfigFlags,
     JsonFlag,
     handle_errors,
+    needs_extra,
     print_json,
     stderr,
     stdout,
@@ -78,7 +79,8 @@ def eval_command(
              **{f"generator.{k}": v for k, v in generator_options.items()}}
     options = load_config(config, given)
     stderr.print(f"Evaluating {run} on {data} ({options.get('split', 'eval')})")
-    result = evaluate(run, data, **options)
+    with needs_extra("train"):  # the run's policy and initial model (a LoRA run loads peft)
+        result = evaluate(run, data, **options)
     if as_json:
         print_json(result)
         return

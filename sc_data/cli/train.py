@@ -16,6 +16,7 @@ from sc_data.cli._common import (
     JsonFlag,
     OutputDir,
     handle_errors,
+    needs_extra,
     print_json,
     show_progress,
     stderr,
@@ -117,9 +118,10 @@ def train_command(
 
       accelerate launch --num_processes 8 $(which sc-data) train staged/ -o runs/sc
     """
-    from sc_data.train.trainer import train
-
     cfg = TrainConfig.from_dict(load_config(config, FLAGS.overrides(locals())))
+    extra = "trl" if cfg.engine == "trl" else "train"  # a missing torch or peft names the engine's extra
+    with needs_extra(extra):
+        from sc_data.train.trainer import train
     logging.basicConfig(level=logging.INFO if not stdout.quiet else logging.WARNING, handlers=[RichHandler(console=stderr, show_path=False)], format="%(message)s", force=True)
     with Progress(
         TextColumn("stage {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
@@ -130,7 +132,8 @@ def train_command(
         def progress(record: dict[str, Any], total: int) -> None:
             bar.update(task, total=total, completed=record["step"], stage=record["stage"], loss=record["loss"])
 
-        result = train(data, output, cfg, resume=resume, progress=progress)
+        with needs_extra(extra):
+            result = train(data, output, cfg, resume=resume, progress=progress)
     if as_json:
         print_json(result.to_dict())
         return
