@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sc_data.errors import HubError, InputError
-from sc_data.io import temp_dir_beside
+from sc_data.io import atomic_dir
 
 #: Files the Hub itself manages in every repo; publish leaves them alone, pull skips them.
 HUB_MANAGED = (".gitattributes",)
@@ -205,14 +205,8 @@ def pull(
         raise HubError(f"Output {str(out)!r} already exists and is not an empty folder: pass a new folder to --output.")
     source = snapshot(ref, token=token, endpoint=endpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir_beside(out, suffix=".pull")
-    try:
+    with atomic_dir(out, suffix=".pull") as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*HUB_MANAGED, ".cache"))
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

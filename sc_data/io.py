@@ -10,7 +10,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,30 @@ def temp_dir_beside(final: str | os.PathLike[str], suffix: str = ".tmp") -> Path
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent))
     os.chmod(tmp, _DIR_MODE)
     return tmp
+
+
+def swap_into_place(tmp: Path, final: Path) -> None:
+    """Rename the filled folder ``tmp`` onto ``final``; an existing ``final`` is moved aside first and
+    deleted only once the new one is in place (a folder can't be renamed onto a non-empty one)."""
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a new folder beside ``path`` to fill; it replaces ``path`` only if the block succeeds."""
+    final = Path(path)
+    tmp = temp_dir_beside(final, suffix)
+    try:
+        yield tmp
+        swap_into_place(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -194,20 +194,15 @@ class Probe:
     def save(self, folder: str | Path) -> Path:
         from safetensors.numpy import save_file
 
-        from sc_data.io import temp_dir_beside
+        from sc_data.io import atomic_dir
 
         folder = Path(folder)
-        tmp = temp_dir_beside(folder)
         arrays = {"mean": self.mean, "scale": self.scale, "unsafe_coef": self.unsafe_coef,
                   "unsafe_intercept": np.asarray([self.unsafe_intercept]), "severity_coef": self.severity_coef,
                   "severity_intercept": self.severity_intercept}
-        save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, str(tmp / WEIGHTS_FILE))
-        write_json({"recipe": self.recipe.model_dump(), **self.info}, tmp / INFO_FILE)
-        if folder.exists():  # judge_fit checked it holds only a probe
-            import shutil
-
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+        with atomic_dir(folder) as tmp:  # replaces an existing folder: judge_fit checked it holds only a probe
+            save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, str(tmp / WEIGHTS_FILE))
+            write_json({"recipe": self.recipe.model_dump(), **self.info}, tmp / INFO_FILE)
         return folder
 
     @classmethod

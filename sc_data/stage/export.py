@@ -8,7 +8,6 @@ interrupted export never leaves half a dataset under the target's name.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from sc_data.io import write_parquet, write_text
+from sc_data.io import swap_into_place, write_parquet, write_text
 from sc_data.manifest import STAGED_MANIFEST, file_entry, new_manifest, write_manifest
 from sc_data.stage.card import configs, dataset_info, licenses_of, render_card
 from sc_data.stage.difficulty import category_codes
@@ -185,19 +184,10 @@ def export(
         write_manifest(manifest, tmp / STAGED_MANIFEST)
         info = dataset_info(tmp, configs(parts), files)
         write_text(render_card(manifest, table, parts, plots, dataset_info=info), tmp / CARD)
-        _swap_into_place(tmp, output)
+        swap_into_place(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(output=output, rows_out=counts["rows_out"], files=files)
 
 
-def _swap_into_place(tmp: Path, output: Path) -> None:
-    """Rename ``tmp`` to ``output``; an existing ``output`` is moved aside first, then deleted."""
-    old = None
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(output, old)
-    os.replace(tmp, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -16,7 +16,6 @@ kept checkpoint names is removed with them.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from sc_data.errors import ConfigError, InputError
-from sc_data.io import temp_dir_beside, write_json, write_text
+from sc_data.io import atomic_dir, write_json, write_text
 
 CKPT_RE = re.compile(r"^ckpt-(\d{7})$")
 REFERENCE_RE = re.compile(r"^reference-g(\d{4})$")
@@ -66,8 +65,7 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 def _atomic_folder(final: Path, files: dict[str, Any]) -> None:
-    tmp = temp_dir_beside(final)
-    try:
+    with atomic_dir(final) as tmp:
         for name, content in files.items():
             if name.endswith(".json"):
                 write_json(content, tmp / name)
@@ -75,12 +73,6 @@ def _atomic_folder(final: Path, files: dict[str, Any]) -> None:
                 (tmp / name).touch()
             else:
                 torch.save(content, tmp / name)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def save_reference(output: Path, generation: int, state: dict[str, torch.Tensor]) -> None:

@@ -11,14 +11,12 @@ the model; ``output.merge`` also writes the merged model to ``merged/``. A full 
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sc_data.io import sha256_file, temp_dir_beside, write_json
+from sc_data.io import atomic_dir, sha256_file, write_json
 from sc_data.train.config import TrainConfig
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
@@ -40,15 +38,8 @@ def dataset_identity(data: str | Path, root: Path) -> dict[str, str]:
 
 
 def _swap_in(folder: Path, write: Callable[[Path], None]) -> Path:
-    tmp = temp_dir_beside(folder)
-    try:
+    with atomic_dir(folder) as tmp:
         write(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return folder
 
 
