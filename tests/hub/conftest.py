@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sc_data.schema import REJECT_SCHEMA, pair_schema
@@ -23,6 +24,26 @@ from tests.reference import pair_id
 
 PAPER_FILE = "paper/hh_rlhf_clean_gpt.jsonl"
 EVAL_START = 12
+
+def parquet_bytes(records: list[dict[str, str]]) -> bytes:
+    """``records`` as the bytes of a Parquet file, to commit to the loopback Hub."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(records), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def dataset_v1_then_main(repo: str, v1: dict[str, bytes], main: dict[str, bytes], message: str) -> dict[str, str]:
+    """Create the dataset repo ``repo`` on the Hub the client points at: commit ``v1`` (files by path),
+    tag it with branch ``v1``, then commit ``main`` on top. Returns the commit ids by name."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi()
+    api.create_repo(repo, repo_type="dataset")
+    first = api.create_commit(repo, [CommitOperationAdd(p, b) for p, b in v1.items()], commit_message="v1", repo_type="dataset")
+    api.create_branch(repo, branch="v1", repo_type="dataset")
+    second = api.create_commit(repo, [CommitOperationAdd(p, b) for p, b in main.items()], commit_message=message, repo_type="dataset")
+    return {"v1": first.oid, "main": second.oid}
+
 
 @pytest.fixture
 def fake_hub() -> Iterator[FakeHub]:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sc_data.ingest import ingest_tables
+from tests.hub.conftest import dataset_v1_then_main, parquet_bytes
 from tests.hub.fake_hub import FakeHub
 from tests.hub.test_cli import SC_DATA, flat, run
 
@@ -40,13 +41,6 @@ def rows(start: int, stop: int) -> list[dict[str, str]]:
              "rejected": f"Sure, here is how to do thing {i}."} for i in range(start, stop)]
 
 
-def parquet(folder: Path, name: str, records: list[dict[str, str]]) -> Path:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(records), path)
-    return path
-
-
 def expected_ids(start: int, stop: int) -> list[str]:
     """The ids the file path gives the same rows: an independent read of them."""
     return ingest_tables([pa.Table.from_pylist(rows(start, stop))])[0].column("id").to_pylist()
@@ -61,28 +55,18 @@ def manifest_of(path: Path) -> dict:
 
 
 @pytest.fixture
-def hub_prefs(hub_client: FakeHub, tmp_path: Path) -> dict[str, str]:
+def hub_prefs(hub_client: FakeHub) -> dict[str, str]:
     """``sc-org/prefs``: commit v1 (train 0-5, test 100-102, extra 200-201), then main adds train row 6.
 
     Returns the commit ids by name ("v1", "main").
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
-
-    local = tmp_path / "upload"
     files = {
         "README.md": CARD.encode(),
-        "data/train-00000-of-00001.parquet": parquet(local, "train.parquet", rows(0, 6)).read_bytes(),
-        "data/test-00000-of-00001.parquet": parquet(local, "test.parquet", rows(100, 103)).read_bytes(),
-        "extra/train-00000-of-00001.parquet": parquet(local, "extra.parquet", rows(200, 202)).read_bytes(),
+        "data/train-00000-of-00001.parquet": parquet_bytes(rows(0, 6)),
+        "data/test-00000-of-00001.parquet": parquet_bytes(rows(100, 103)),
+        "extra/train-00000-of-00001.parquet": parquet_bytes(rows(200, 202)),
     }
-    api = HfApi()
-    api.create_repo(REPO, repo_type="dataset", private=False)
-    v1 = api.create_commit(REPO, [CommitOperationAdd(p, b) for p, b in files.items()], commit_message="v1", repo_type="dataset")
-    api.create_branch(REPO, branch="v1", repo_type="dataset")
-    train_v2 = parquet(local, "train-v2.parquet", rows(0, 7)).read_bytes()
-    main = api.create_commit(REPO, [CommitOperationAdd("data/train-00000-of-00001.parquet", train_v2)],
-                             commit_message="v2: one more pair", repo_type="dataset")
-    return {"v1": v1.oid, "main": main.oid}
+    return dataset_v1_then_main(REPO, files, {"data/train-00000-of-00001.parquet": parquet_bytes(rows(0, 7))}, "v2: one more pair")
 
 
 def ingest(args: list[str], env: dict[str, str], out: Path) -> subprocess.CompletedProcess[str]:
