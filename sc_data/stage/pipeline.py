@@ -58,7 +58,7 @@ class StageResult:
 
 
 def _one_chunk(table: pa.Table) -> pa.Table:
-    """``table`` with one chunk per column, combined a column at a time so the copy costs one column, not the table."""
+    """``table`` with one chunk per column, combined a column at a time: when nothing else holds ``table``, the copy costs one column, not the table."""
     schema = table.schema
     columns = list(table.columns)
     del table
@@ -140,7 +140,7 @@ def stage(
     output = Path(output)
     claim_output(output, overwrite=overwrite)  # export() checks again when it swaps, but fail before the work
     if isinstance(scored, pa.Table):
-        table, inputs, upstream, source = scored.combine_chunks(), [], {}, "<table>"
+        table, inputs, upstream, source = _one_chunk(scored), [], {}, "<table>"
     else:
         table, inputs, upstream = read_scored(scored)
         source = str(scored)
