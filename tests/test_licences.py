@@ -8,33 +8,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import yaml
 
 from sc_data.errors import ConfigError, InputError
 from sc_data.ingest import ingest
-from sc_data.scorers.base import Scorer
 from sc_data.scorers.runner import score
 from sc_data.stage.pipeline import stage
+from tests.scorers.test_score_runner import LengthScorer
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "pairs.jsonl"
 SC_DATA = str(Path(sys.executable).parent / "sc-data")
-
-
-class ChosenLength(Scorer):
-    """Model-free test scorer, so the score front door runs in a blink."""
-
-    name: ClassVar[str] = "chosen_length"
-    fields: ClassVar[dict[str, str]] = {"chars": "float64"}
-    difficulty_field: ClassVar[str] = "chars"
-    direction: ClassVar[str] = "larger_is_harder"
-    needs_model: ClassVar[bool] = False
-
-    def score(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        return {"chosen_length__chars": [float(len(c[-1]["content"])) for c in batch["chosen"]]}
 
 
 def _manifest(path: Path) -> dict[str, Any]:
@@ -86,9 +73,9 @@ class TestIngestLicence:
 class TestToTheCard:
     def test_examples_scored_through_the_front_door_give_an_apache_card(self, tmp_path: Path) -> None:
         scored = tmp_path / "scored.parquet"
-        score([str(EXAMPLES)], scored, scorers=[ChosenLength()])
+        score([str(EXAMPLES)], scored, scorers=[LengthScorer()])
         assert [x.lower() for x in _manifest(tmp_path / "scored.manifest.json")["licenses"]] == ["apache-2.0"]
-        stage(scored, tmp_path / "staged", plots=False, difficulty_columns=["chosen_length__chars:harder"])
+        stage(scored, tmp_path / "staged", plots=False, difficulty_columns=["length__chars:harder"])
         assert _card_license(tmp_path / "staged") == "apache-2.0"
         assert "Licences of the sources: apache-2.0." in (tmp_path / "staged" / "README.md").read_text("utf-8")
 
