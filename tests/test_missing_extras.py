@@ -24,7 +24,7 @@ from sc_data import api
 from sc_data.cli._common import extra_modules
 from tests.core_env import REPO, Venv, build_venv
 from tests.hub.fake_hub import VALID_TOKEN, FakeHub
-from tests.scorers.test_judge import _Server
+from tests.judge_server import JudgeEndpoint
 from tests.train.conftest import write_staged
 
 EXAMPLES = REPO / "examples" / "pairs.jsonl"
@@ -130,7 +130,7 @@ class TestJudgeOnly:
     def test_endpoint_judge_scores_without_torch(self, judge_venv: Venv, tmp_path: Path) -> None:
         run = judge_venv.run([str(judge_venv.python), "-c", "import openai, importlib.util as u; assert u.find_spec('torch') is None"], tmp_path)
         assert run.returncode == 0, run.stderr
-        server = _Server()
+        server = JudgeEndpoint()
         try:
             argv = [str(judge_venv.sc_data), "score", str(_pairs(tmp_path, n=4)), "-o", "scored.parquet", "-s", "judge",
                     "--option", "judge.backend=openai", "--option", f"judge.base_url={server.url}",
