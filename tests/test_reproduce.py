@@ -228,8 +228,19 @@ class TestGpuSection:
     def test_not_run_until_results_exist(self, tmp_path):
         home = Path(report.__file__).parent
         assert report.gpu_section(tmp_path) is None
-        assert report.gpu_section(home, tmp_path) == {"n": 0, "rows": []}
+        empty = report.gpu_section(home, tmp_path)
+        assert (empty["n"], empty["rows"]) == (0, [])
         src = next((home / "results").glob("shuffled__*b100__s0.json"))
         (tmp_path / src.name).write_text(src.read_text())
         section = report.gpu_section(home, tmp_path)
         assert section["n"] == 1 and section["rows"][0][:4] == ["shuffled (similarity, budget 100 %)", "1", "30", "100 %"]
+
+    def test_the_home_report_states_the_configs_cut(self):
+        import jinja2
+
+        cfg = run_module.experiment_config(GPU_CONFIG, [])
+        cut = report.gpu_section(report.TEMPLATE.parent)["cut"]
+        assert (cut["eval"], cut["train"]) == (round(cfg.data.train_pool * cfg.stage.eval_fraction), sum(run_module.planned_tier_sizes(cfg)))
+        line = re.search(r"^The GPU cut.*$", report.TEMPLATE.read_text("utf-8"), re.M)[0]
+        rendered = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(line).render(gpu={"cut": cut})
+        assert rendered in report.TEMPLATE.with_name("RESULTS.md").read_text("utf-8")  # RESULTS.md follows gpu/config.yaml
