@@ -144,31 +144,58 @@ def argv_sets(argv: list[str]) -> list[str]:
 
 
 GPU_SCRIPT = Path(run_module.__file__).parent / "gpu" / "run.sh"
+GPU_CONFIG = GPU_SCRIPT.with_name("config.yaml")
 PHASE_LINE = re.compile(r"^#\s+\d\. (\w+)\s+(\d+) s ")
+DEVICE_LINE = re.compile(r"Phase total (\d+) s\. Device budget (\d+) s: start (\d+) s \+ call 1 (\d+) s \+ 2 x \(gap (\d+) s "
+                         r"\+ transfer (\d+) s \+ (\d+) s\) \(call 2 and\s+# one retry\) \+ close (\d+) s = (\d+) s\.")
+RUNS_LINE = re.compile(r"Runs estimate: ([\d.]+) s a step .*? x the config's steps \+ (\d+) s a run\s+# .*?\+ (\d+) s first-run "
+                       r"warm-up, at most (\d+) % of the runs budget", re.S)
+
+
+def gpu_help() -> tuple[str, dict[str, int]]:
+    """``gpu/run.sh --help`` and the phase budgets it declares."""
+    done = subprocess.run([str(GPU_SCRIPT), "--help"], capture_output=True, text=True, check=True)
+    return done.stdout, {m[1]: int(m[2]) for line in done.stdout.splitlines() if (m := PHASE_LINE.match(line))}
 
 
 class TestGpuCut:
     """experiments/reproduce/gpu: the device call's plan, and its dry run end to end."""
 
     def test_help_names_every_phase_and_the_budgets_fit_the_device(self):
-        done = subprocess.run([str(GPU_SCRIPT), "--help"], capture_output=True, text=True, check=True)
-        phases = {m[1]: int(m[2]) for line in done.stdout.splitlines() if (m := PHASE_LINE.match(line))}
+        text, phases = gpu_help()
         assert list(phases) == ["setup", "coverage", "pi0", "runs", "report", "collect"]
-        total = re.search(r"Phase total (\d+) s\. Device budget (\d+) s: start (\d+) s \+ carry call (\d+) s "
-                          r"\+ 2 x (\d+) s \(this call and one retry\) \+ close (\d+) s = (\d+) s", done.stdout)
-        assert total, done.stdout
-        phase_sum, device, start, carry, per_call, close, planned = map(int, total.groups())
-        assert sum(phases.values()) == phase_sum == per_call <= 600  # one call's limit
-        assert start + carry + 2 * per_call + close == planned <= device == 900
+        body = GPU_SCRIPT.read_text("utf-8")
+        assert {m[1]: int(m[2]) for m in re.finditer(r"\bphase (\w+) (\d+) ", body)} == phases  # run as declared
+        total = DEVICE_LINE.search(text)
+        assert total, text
+        phase_sum, device, start, call1, gap, transfer, per_call, close, planned = map(int, total.groups())
+        assert sum(phases.values()) == phase_sum == per_call and transfer + per_call <= 600  # one call's limit
+        assert start + call1 + 2 * (gap + transfer + per_call) + close == planned <= device == 900
 
-    def test_gpu_config_draws_every_pair_in_every_run(self):
-        cfg = run_module.experiment_config(CONFIG.parent / "gpu" / "config.yaml", [])
+    def test_runs_fit_their_budget_with_margin_at_the_stated_throughput(self):
+        text, phases = gpu_help()
+        stated = RUNS_LINE.search(text)
+        assert stated, text
+        per_step, per_run, warm_up, margin_pct = float(stated[1]), int(stated[2]), int(stated[3]), int(stated[4])
+        cfg = run_module.experiment_config(GPU_CONFIG, [])
+        runs = run_module.plan_runs(cfg)
+        steps = sum(run_module.planned_coverage(cfg, r, run_module.planned_tier_sizes(cfg, r.budget))[0] for r in runs)
+        estimate = per_step * steps + per_run * len(runs) + warm_up
+        assert margin_pct <= 75 and estimate <= margin_pct / 100 * phases["runs"], (steps, estimate, phases["runs"])
+
+    def test_gpu_config_draws_every_pair_in_every_run(self, tmp_path):
+        cfg = run_module.experiment_config(GPU_CONFIG, [])
         runs = run_module.plan_runs(cfg)
         assert len(runs) == 15 and {r.schedule for r in runs} == set(run_module.SCHEDULES) and cfg.seeds == [0, 1, 2]
-        train = round(cfg.data.train_pool * (1 - cfg.stage.eval_fraction))
-        for spec in runs:
-            steps, seen = run_module.planned_coverage(cfg, spec, [train // cfg.stage.tiers] * cfg.stage.tiers)
-            assert seen == 1.0 and steps in (64, 72), (spec.name, steps, seen)
+        train = cfg.data.train_pool - round(cfg.data.train_pool * cfg.stage.eval_fraction)
+        assert sum(run_module.planned_tier_sizes(cfg)) == train
+        done = subprocess.run([os.sys.executable, "-m", "experiments.reproduce.run", "--config", str(GPU_CONFIG),
+                               "--work", str(tmp_path / "none"), "--coverage"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "planned tier sizes (no preparation yet)" in done.stderr and not (tmp_path / "none").exists()
+        lines = [line.split("\t") for line in done.stdout.splitlines()]
+        assert [n for n, _, _ in lines] == [r.name for r in runs]
+        assert all(drawn == "100.0 % of pairs drawn" for _, _, drawn in lines), done.stdout
 
     def test_dry_run_end_to_end(self, tmp_path):
         env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": os.sys.executable}
@@ -201,8 +228,19 @@ class TestGpuSection:
     def test_not_run_until_results_exist(self, tmp_path):
         home = Path(report.__file__).parent
         assert report.gpu_section(tmp_path) is None
-        assert report.gpu_section(home, tmp_path) == {"n": 0, "rows": []}
+        empty = report.gpu_section(home, tmp_path)
+        assert (empty["n"], empty["rows"]) == (0, [])
         src = next((home / "results").glob("shuffled__*b100__s0.json"))
         (tmp_path / src.name).write_text(src.read_text())
         section = report.gpu_section(home, tmp_path)
         assert section["n"] == 1 and section["rows"][0][:4] == ["shuffled (similarity, budget 100 %)", "1", "30", "100 %"]
+
+    def test_the_home_report_states_the_configs_cut(self):
+        import jinja2
+
+        cfg = run_module.experiment_config(GPU_CONFIG, [])
+        cut = report.gpu_section(report.TEMPLATE.parent)["cut"]
+        assert (cut["eval"], cut["train"]) == (round(cfg.data.train_pool * cfg.stage.eval_fraction), sum(run_module.planned_tier_sizes(cfg)))
+        line = re.search(r"^The GPU cut.*$", report.TEMPLATE.read_text("utf-8"), re.M)[0]
+        rendered = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(line).render(gpu={"cut": cut})
+        assert rendered in report.TEMPLATE.with_name("RESULTS.md").read_text("utf-8")  # RESULTS.md follows gpu/config.yaml

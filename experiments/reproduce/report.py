@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 TEMPLATE = Path(__file__).with_name("RESULTS.md.j2")
 GPU_RESULTS = TEMPLATE.parent / "gpu" / "results"
+GPU_CONFIG = TEMPLATE.parent / "gpu" / "config.yaml"
 SPLITS = ("eval", "ood")
 
 
@@ -281,8 +282,20 @@ def plot(results: list[dict[str, Any]], out: Path, main_signal: str) -> list[str
     return written
 
 
+def gpu_cut() -> dict[str, Any]:
+    """What ``gpu/config.yaml`` plans (declared there once, worded here): pairs, tiers, steps a run."""
+    from experiments.reproduce import run
+
+    cfg = run.experiment_config(GPU_CONFIG, [])
+    tiers = run.planned_tier_sizes(cfg)
+    steps = sorted({run.planned_coverage(cfg, r, run.planned_tier_sizes(cfg, r.budget))[0] for r in run.plan_runs(cfg)})
+    return {"seeds": len(cfg.seeds), "pool": cfg.data.train_pool, "eval": cfg.data.train_pool - sum(tiers), "train": sum(tiers),
+            "tiers": len(tiers), "epochs": f"{cfg.train.epochs_per_stage:g}", "steps": " or ".join(map(str, steps)),
+            "batch": cfg.train.effective_batch}
+
+
 def gpu_section(out: Path, gpu_results: Path = GPU_RESULTS) -> dict[str, Any] | None:
-    """The GPU table beside the CPU one: rows from ``gpu/results/*.json`` (none yet: "not run").
+    """The GPU cut's plan and its table beside the CPU one: rows from ``gpu/results/*.json`` (none yet: "not run").
 
     Only the report at its home (``experiments/reproduce/RESULTS.md``) has it; the GPU sweep's
     own report, written elsewhere, does not point at itself.
@@ -290,7 +303,7 @@ def gpu_section(out: Path, gpu_results: Path = GPU_RESULTS) -> dict[str, Any] | 
     if out.resolve() != TEMPLATE.parent:
         return None
     records = [json.loads(p.read_text("utf-8")) for p in sorted(gpu_results.glob("*.json"))]
-    return {"n": len(records), "rows": table_rows(groups_of(records)) if records else []}
+    return {"n": len(records), "rows": table_rows(groups_of(records)) if records else [], "cut": gpu_cut()}
 
 
 def _versions() -> dict[str, str]:

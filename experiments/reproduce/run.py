@@ -181,6 +181,18 @@ def plan_runs(cfg: ExperimentConfig) -> list[RunSpec]:
     return runs
 
 
+def planned_tier_sizes(cfg: ExperimentConfig, budget: float = 1.0) -> list[int]:
+    """The tier sizes the config plans, before anything is staged: the training share of the pool in
+    ``stage.tiers`` equal tiers, each cut to ``budget`` (a uniform budget keeps that share per tier).
+
+    Exact when the pool's prompts are distinct (the paper's pairs drawn here are: the eval split
+    then takes exactly ``eval_fraction`` of the pool) and the difficulty has no ties; the staged
+    sizes in ``prep.json`` are the ones the runs use and ``--coverage`` checks after the preparation.
+    """
+    train = cfg.data.train_pool - round(cfg.data.train_pool * cfg.stage.eval_fraction)
+    return [round(len(t) * budget) for t in np.array_split(np.arange(train), cfg.stage.tiers)]
+
+
 def planned_coverage(cfg: ExperimentConfig, spec: RunSpec, tier_sizes: list[int]) -> tuple[int, float]:
     """(optimizer steps, share of training pairs drawn at least once) of one planned run, before it runs.
 
@@ -402,11 +414,19 @@ def run_one(cfg: ExperimentConfig, spec: RunSpec, work: Path, info: dict[str, An
 
 
 # ---------------------------------------------------------------------------- main
-def print_coverage(cfg: ExperimentConfig, runs: list[RunSpec], info: dict[str, Any]) -> int:
-    """``--coverage``: one line per planned run; 1 when some run would leave training pairs undrawn."""
+def print_coverage(cfg: ExperimentConfig, runs: list[RunSpec], work: Path) -> int:
+    """``--coverage``: one line per planned run; 1 when some run would leave training pairs undrawn.
+
+    On the staged tier sizes once ``work`` holds the preparation, else on the config's planned ones
+    (:func:`planned_tier_sizes`), so a cut can be sized before the (slow) scoring.
+    """
+    info_path = work / "prep.json"
+    variants = json.loads(info_path.read_text("utf-8"))["variants"] if info_path.is_file() else None
+    log(f"coverage on the {'staged tier sizes of ' + str(info_path) if variants else 'planned tier sizes (no preparation yet)'}")
     short = []
     for spec in runs:
-        steps, seen = planned_coverage(cfg, spec, list(info["variants"][spec.variant]["tiers"].values()))
+        sizes = list(variants[spec.variant]["tiers"].values()) if variants else planned_tier_sizes(cfg, spec.budget)
+        steps, seen = planned_coverage(cfg, spec, sizes)
         print(f"{spec.name}\t{steps} steps\t{100 * seen:.1f} % of pairs drawn")
         if seen < 1.0:
             short.append(spec.name)
@@ -433,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-after", choices=("prepare", "pi0"), default=None,
                         help="stop after steps 1-4 (prepare: the CPU part, scoring) or after π₀'s measurement (step 5)")
     parser.add_argument("--coverage", action="store_true",
-                        help="print each planned run's steps and pairs drawn (exact, no model; needs the preparation); exit 1 if any is below 100 %%")
+                        help="print each planned run's steps and pairs drawn (exact, no model; on the staged tier sizes of --work's "
+                             "preparation, else the config's planned ones); exit 1 if any is below 100 %%")
     parser.add_argument("--note", action="append", default=[], help="a provenance line for RESULTS.md (how the sweep was run)")
     args = parser.parse_args(argv)
     cfg = experiment_config(args.config, args.overrides)
@@ -446,13 +467,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"--only names no planned run: {unknown}; see --list")
     todo = [by_name[n] for n in args.only.split(",")] if args.only else runs  # --only keeps its own order
+    if args.coverage:
+        return print_coverage(cfg, runs, args.work)
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
     info = prepare(cfg, args, args.work)
-    if args.coverage:
-        return print_coverage(cfg, runs, info)
     if args.stop_after == "prepare":
         return 0
     info = measure_pi0(cfg, args.work, info)

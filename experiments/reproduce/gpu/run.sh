@@ -11,10 +11,12 @@
 #                      here (steps 1-4) and earlier results copied in (dry run: builds them, gpu/dry.py)
 #   2. coverage  15 s  run.py --coverage: every planned run draws every training pair, else no runs
 #   3. pi0       40 s  π₀'s log-probs on the eval and OOD pairs, its XSTest answers (step 5)
-#   4. runs     225 s  the planned runs in order, each writing results/<run>.json when done
+#   4. runs     205 s  the planned runs in order, each writing results/<run>.json when done
 #   5. report    15 s  RESULTS.md and plots from every result present
 #   6. collect    5 s  $OUT/results.tar.gz (results/, RESULTS.md, plots, prep.json), $OUT/RESULTS.md
-# Phase total 330 s. Device budget 900 s: start 120 s + carry call 30 s + 2 x 330 s (this call and one retry) + close 60 s = 870 s.
+# Phase total 310 s. Device budget 900 s: start 120 s + call 1 30 s + 2 x (gap 15 s + transfer 30 s + 310 s) (call 2 and
+# one retry) + close 30 s = 890 s. Runs estimate: 0.16 s a step (32 pairs, 5 % MFU) x the config's steps + 4 s a run
+# (load, save, measure) + 35 s first-run warm-up, at most 75 % of the runs budget (gpu/README.md: the plan).
 # The dry run gives each phase 4x its budget (the CPU is shared and slow to import torch).
 # $OUT also gets phases.jsonl (rc, seconds, budget per phase) and phases.log (every phase's output).
 set -uo pipefail
@@ -22,7 +24,7 @@ cd "$(dirname "$0")/../../.."
 DRY=0
 case "${1:-}" in
   --dry-run) DRY=1 ;;
-  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
   "") ;;
   *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
 esac
@@ -68,7 +70,7 @@ read -r -a SETS < <(cat "$ROOT/sets" 2>/dev/null)
 RUN=("$PY" -m experiments.reproduce.run --config "$CONFIG" --work "$ROOT/work" --out "$ROOT/out" "${SETS[@]}")
 if phase coverage 15 "${RUN[@]}" --coverage; then
   phase pi0 40 "${RUN[@]}" --stop-after pi0 \
-    && phase runs 225 "${RUN[@]}" --note "GPU cut (experiments/reproduce/gpu/config.yaml) by experiments/reproduce/gpu/run.sh$([ "$DRY" = 1 ] && echo ' --dry-run')"
+    && phase runs 205 "${RUN[@]}" --note "GPU cut (experiments/reproduce/gpu/config.yaml) by experiments/reproduce/gpu/run.sh$([ "$DRY" = 1 ] && echo ' --dry-run')"
 fi
 phase report 15 "${RUN[@]}" --report-only --note "GPU cut (experiments/reproduce/gpu/config.yaml) by experiments/reproduce/gpu/run.sh$([ "$DRY" = 1 ] && echo ' --dry-run')"
 phase collect 5 bash -c "tar czf '$OUT/results.tar.gz' -C '$ROOT/out' . -C '$ROOT/work' prep.json && cp '$ROOT/out/RESULTS.md' '$OUT/'"
