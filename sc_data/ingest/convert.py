@@ -9,6 +9,7 @@ over batches in file order.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,13 +28,24 @@ Reject = tuple[str, int | None, str | None, str, str | None]
 @dataclass
 class Converted:
     """A converted batch: the canonical rows (None if none survived), the rejects, and per kept row
-    its line, id and content id (what the :class:`IdLedger` checks)."""
+    its line, id and content id (what the :class:`IdLedger` checks).
+
+    The columnar path gives ``lines`` as a ``range`` and ``ids`` and ``contents`` as the one Arrow
+    array of its ids: they cross from a fork worker as a few buffers instead of millions of Python
+    objects, and the ledger turns them into strings only when it must look at each row.
+    """
 
     pairs: pa.RecordBatch | None
     rejects: list[Reject]
-    lines: list[int] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    contents: list[str] = field(default_factory=list)
+    lines: Sequence[int] = field(default_factory=list)
+    ids: Sequence[str] | pa.StringArray = field(default_factory=list)
+    contents: Sequence[str] | pa.StringArray = field(default_factory=list)
+
+    def shift(self, offset: int, where: str) -> None:
+        """Make chunk-local line numbers global (``offset`` lines precede the chunk) and name the input in the rejects."""
+        self.rejects = [(where, line + offset, *rest) for _, line, *rest in self.rejects]
+        lines = self.lines
+        self.lines = range(lines.start + offset, lines.stop + offset) if isinstance(lines, range) else [line + offset for line in lines]
 
 
 def convert_batch(batch: RawBatch, convert: Converter, options: IngestOptions, where: str) -> Converted:
@@ -89,9 +101,10 @@ class IdLedger:
             return None, converted.rejects
         if self._contents is None and converted.ids is converted.contents:
             return converted.pairs, converted.rejects  # every id is its content id: nothing to refuse
-        keep = np.ones(len(converted.ids), dtype=bool)
+        ids, contents = (c.to_pylist() if isinstance(c, pa.Array) else c for c in (converted.ids, converted.contents))
+        keep = np.ones(len(ids), dtype=bool)
         extra: list[Reject] = []
-        for k, (line, pid, content) in enumerate(zip(converted.lines, converted.ids, converted.contents, strict=True)):
+        for k, (line, pid, content) in enumerate(zip(converted.lines, ids, contents, strict=True)):
             reason = self._verdict(pid, content)
             if reason is not None:
                 keep[k] = False

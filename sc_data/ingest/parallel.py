@@ -19,8 +19,11 @@ import io
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from sc_data.ingest import columnar
 from sc_data.ingest.config import IngestOptions
@@ -30,6 +33,11 @@ from sc_data.ingest.readers import DEFAULT_BATCH, _jsonl_batches
 
 MIN_PARALLEL_BYTES = 64 * 2**20
 CHUNK_BYTES = 16 * 2**20
+#: Byte ranges in flight on threads when no worker processes run (memory: this many ranges).
+LOOKAHEAD = 2
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: (lines in the chunk, [(converted batch with chunk-local lines, records read)]) per worker task.
 ChunkResult = tuple[int, list[tuple[Converted, int]]]
@@ -75,9 +83,15 @@ def chunk_bounds(path: Path, chunk_bytes: int | None = None) -> list[tuple[int, 
     return bounds
 
 
+def _worker_chunk(args: tuple[str, int, int, str, str, IngestOptions]) -> ChunkResult:
+    """Worker process: :func:`_parse_chunk` with the cyclic GC off, as in the parent's loop
+    (acyclic short-lived rows, freed by refcounting)."""
+    gc.disable()
+    return _parse_chunk(args)
+
+
 def _parse_chunk(args: tuple[str, int, int, str, str, IngestOptions]) -> ChunkResult:
-    """Worker: parse one byte range; line numbers are 1-based within the range."""
-    gc.disable()  # as in the parent's loop: acyclic short-lived rows, freed by refcounting
+    """Parse one byte range; line numbers are 1-based within the range."""
     path, start, end, fmt, source_name, options = args
     with open(path, "rb") as fh:
         fh.seek(start)
@@ -92,12 +106,29 @@ def _parse_chunk(args: tuple[str, int, int, str, str, IngestOptions]) -> ChunkRe
     return lines, out
 
 
+def _ahead(fn: Callable[[T], R], tasks: list[T], pool: ThreadPoolExecutor) -> Iterator[R]:
+    """``map(fn, tasks)`` in order, with up to :data:`LOOKAHEAD` tasks running on ``pool``'s threads.
+
+    The columnar path is mostly Arrow kernels that release the GIL (parse, checks, the message
+    columns) and one Python pass (the ids) that holds it: two stretches in flight overlap the one
+    with the other, and the Parquet writer's thread, on the second core.
+    """
+    pending: deque[Future[R]] = deque()
+    for task in tasks:
+        pending.append(pool.submit(fn, task))
+        if len(pending) >= LOOKAHEAD:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def range_batches(path: Path, fmt: str, source_name: str, spec: str, options: IngestOptions, *,
                   processes: bool) -> Iterator[tuple[Converted, int]]:
     """Yield (converted batch with global line numbers and ``spec`` as source, records read), in file order.
 
     Args:
-        processes: parse the ranges in forked worker processes (see :func:`worth_it`), else here.
+        processes: parse the ranges in forked worker processes (see :func:`worth_it`), else on
+            threads of this process (:func:`_ahead`).
     """
     tasks = [(str(path), s, e, fmt, source_name, options) for s, e in chunk_bounds(path)]
     # fork: workers start in milliseconds with everything imported, and (unlike spawn and
@@ -105,14 +136,14 @@ def range_batches(path: Path, fmt: str, source_name: str, spec: str, options: In
     # and notebooks work. The workers touch none of the parent's threads' objects (they open their
     # own file and build their own batches), and Arrow and jemalloc re-arm their pools at fork.
     with contextlib.ExitStack() as stack:
-        results = map(_parse_chunk, tasks)
         if processes:
             pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers()))
-            results = pool.imap(_parse_chunk, tasks)
+            results: Iterator[ChunkResult] = pool.imap(_worker_chunk, tasks)
+        else:
+            results = _ahead(_parse_chunk, tasks, stack.enter_context(ThreadPoolExecutor(LOOKAHEAD, "sc-ingest-parse")))
         offset = 0
         for lines, converted_batches in results:
             for converted, records in converted_batches:
-                converted.rejects = [(spec, line + offset, *rest) for _, line, *rest in converted.rejects]
-                converted.lines = [line + offset for line in converted.lines]
+                converted.shift(offset, spec)
                 yield converted, records
             offset += lines
