@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sc_data.errors import ConfigError
 from sc_data.schema import SCORE_COLUMN_RE
 from sc_data.scorers.base import Direction
+from sc_data.stage.order import then_by_codes
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,8 @@ def grouped_percentile(values: np.ndarray, groups: np.ndarray | None = None) -> 
     """Rank percentile of each value within its group: (average rank) / (group size - 1).
 
     Ties get their average rank, so equal values get equal percentiles. A group of one row gets 0.
-    Vectorised: one lexsort, no per-row Python.
+    Vectorised: one sort of the values (ties in any order: a tie run's average rank does not depend
+    on it), a radix sort by group, then per tie run, no per-row Python.
 
     Args:
         values: float64 (n,), no NaN.
@@ -142,25 +144,27 @@ def grouped_percentile(values: np.ndarray, groups: np.ndarray | None = None) -> 
     n = len(values)
     if n == 0:
         return np.empty(0, dtype=np.float64)
-    groups = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
-    order = np.lexsort((values, groups))  # by group, then value
-    v, g = values[order], groups[order]
-    new_group = np.empty(n, dtype=bool)
+    order = np.argsort(values)
+    if groups is not None:
+        order = then_by_codes(order, np.asarray(groups, dtype=np.int64))
+    v = values[order]
+    new_group = np.zeros(n, dtype=bool)
     new_group[0] = True
-    new_group[1:] = g[1:] != g[:-1]
+    if groups is not None:
+        g = np.asarray(groups, dtype=np.int64)[order]
+        new_group[1:] = g[1:] != g[:-1]
     new_tie = new_group.copy()
     new_tie[1:] |= v[1:] != v[:-1]
     group_start = np.flatnonzero(new_group)
     group_size = np.diff(np.append(group_start, n))
-    gid = np.cumsum(new_group) - 1
     tie_start = np.flatnonzero(new_tie)
     tie_end = np.append(tie_start[1:], n)
-    tid = np.cumsum(new_tie) - 1
+    gid = np.cumsum(new_group)[tie_start] - 1  # group of each tie run
     avg_pos = (tie_start + tie_end - 1) / 2.0  # 0-based average position of each tie run
-    rank_in_group = avg_pos[tid] - group_start[gid]
+    rank_in_group = avg_pos - group_start[gid]
     denom = np.maximum(group_size[gid] - 1, 1)
     out = np.empty(n, dtype=np.float64)
-    out[order] = rank_in_group / denom
+    out[order] = np.repeat(rank_in_group / denom, tie_end - tie_start)
     return out
 
 
@@ -279,19 +283,19 @@ def compute_difficulty(
     for m in masks.values():
         any_missing |= m
     keep = ~any_missing if missing == "drop" else np.ones(n, dtype=bool)
-    groups = category_codes(table)[0] if per_category else np.zeros(n, dtype=np.int64)
     rows = np.flatnonzero(keep)
+    groups = category_codes(table)[0][rows] if per_category else None  # None: one group, no sort by group
     weighted = np.zeros(len(rows), dtype=np.float64)
     for col in resolved:
         raw = table.column(col.column).cast(pa.float64()).to_numpy(zero_copy_only=False)[rows]
         present = ~masks[col.column][rows]
         oriented = -raw if col.direction == "larger_is_easier" else raw
         pct = np.full(len(rows), 1.0 if missing == "hardest" else 0.0)
-        pct[present] = grouped_percentile(oriented[present], groups[rows][present])
+        pct[present] = grouped_percentile(oriented[present], None if groups is None else groups[present])
         weighted += col.weight * pct
     weighted /= sum(c.weight for c in resolved)
     difficulty = np.full(n, np.nan)
-    difficulty[rows] = grouped_percentile(weighted, groups[rows])
+    difficulty[rows] = grouped_percentile(weighted, groups)
     drop_column = np.full(n, -1, dtype=np.int64)
     if missing == "drop":
         for j in reversed(range(len(resolved))):  # the first missing column wins

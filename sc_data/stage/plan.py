@@ -32,6 +32,7 @@ from sc_data.stage.difficulty import (
     compute_difficulty,
     resolve_columns,
 )
+from sc_data.stage.order import order_by, then_by_codes
 from sc_data.stage.split import (
     DEV,
     EVAL,
@@ -197,7 +198,7 @@ def plan(table: pa.Table, config: StageConfig | None = None, *, source: str = "<
         split[dropped], tier[dropped], reason[dropped], keep[dropped] = -1, -1, "budget:uniform", False
         train = np.flatnonzero(split == TRAIN)
 
-    order = np.lexsort((id_rank[train], difficulty[train], tier[train]))
+    order = then_by_codes(order_by(difficulty[train], id_rank[train]), tier[train])
     sorted_train, sorted_tier = train[order], tier[train][order]
     bounds = np.searchsorted(sorted_tier, np.arange(n_tiers + 1))
     parts = {f"tier_{k}": sorted_train[bounds[k] : bounds[k + 1]] for k in range(n_tiers)}

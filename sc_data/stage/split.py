@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from sc_data.decontam.match import near_duplicate_components
 from sc_data.decontam.text import prompt_turns
+from sc_data.stage.order import order_by, then_by_codes
 
 SPLIT_NAMES = ("train", "eval", "dev")
 TRAIN, EVAL, DEV = 0, 1, 2  # split codes: indices into SPLIT_NAMES
@@ -92,15 +93,35 @@ def grouped_holdout(
     n = len(groups)
     if n == 0 or fraction <= 0:
         return np.zeros(n, dtype=bool)
-    uniq, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    shuffle = rng.permutation(len(uniq))
-    order = np.lexsort((shuffle, strata[first]))
-    position = np.arange(len(uniq))
+    inverse, first = _dense_groups(groups)
+    shuffle = rng.permutation(len(first))
+    # Groups by stratum, then by shuffled position: np.lexsort((shuffle, strata[first])), linear.
+    by_shuffle = np.empty_like(shuffle)
+    by_shuffle[shuffle] = np.arange(len(shuffle))
+    order = then_by_codes(by_shuffle, strata[first])
+    position = np.arange(len(first))
     start = rng.random()
     taken_sorted = np.floor(fraction * (position + 1) + start) > np.floor(fraction * position + start)
-    taken = np.empty(len(uniq), dtype=bool)
+    taken = np.empty(len(first), dtype=bool)
     taken[order] = taken_sorted
-    return taken[inverse.reshape(-1)]
+    return taken[inverse]
+
+
+def _dense_groups(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(groups, return_index=True, return_inverse=True)`` without its sort, for codes >= 0.
+
+    Group codes are below the table's row count, so a mark per code replaces the n log n sort.
+
+    Returns:
+        ((n,) index of each row's group among the distinct codes in ascending order,
+        (g,) first row of each group).
+    """
+    seen = np.zeros(int(groups.max()) + 1, dtype=bool)
+    seen[groups] = True
+    inverse = (np.cumsum(seen) - 1)[groups]
+    first = np.full(int(seen.sum()), len(groups), dtype=np.int64)
+    np.minimum.at(first, inverse, np.arange(len(groups)))
+    return inverse, first
 
 
 def assign_splits(
@@ -146,7 +167,7 @@ def budget_from_end(
     Ties in difficulty are broken by ``tie_break`` so the cut is deterministic.
     """
     n_keep = int(round(budget * len(difficulty)))
-    order = np.lexsort((tie_break, difficulty))  # easiest first
+    order = order_by(difficulty, tie_break)  # easiest first
     return order[n_keep:] if end == "easiest" else order[: len(order) - n_keep]
 
 
@@ -155,7 +176,7 @@ def budget_within_tiers(tier: np.ndarray, budget: float, rng: np.random.Generato
 
     Keeping the same share of every tier preserves the curriculum's shape (the paper: 0.75).
     """
-    order = np.lexsort((rng.random(len(tier)), tier))  # by tier, random within a tier
+    order = then_by_codes(order_by(rng.random(len(tier))), tier)  # by tier, random within a tier
     sizes = np.bincount(tier)
     quota = np.round(budget * sizes).astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])

@@ -21,6 +21,7 @@ import numpy as np
 
 from sc_data.errors import ConfigError
 from sc_data.scorers.base import Direction
+from sc_data.stage.order import order_by
 
 Strategy = Literal["equal", "quantile", "threshold", "kmeans"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -137,7 +138,7 @@ class Tierer:
     def _equal(self, values: np.ndarray, tie_break: np.ndarray | None) -> np.ndarray:
         n, k = len(values), self.n_tiers
         self.n_tiers_ = k
-        order = np.lexsort((tie_break, values)) if tie_break is not None else np.argsort(values, kind="stable")
+        order = order_by(values, tie_break)
         base = n // k
         if n and base == 0:
             self._warn(f"only {n} training rows for {k} tiers; every row goes to the last tier. Use fewer tiers")
@@ -221,7 +222,7 @@ def tiers_by_group(
     for code in np.unique(groups):
         members = np.flatnonzero(groups == code)
         if strategy == "equal":
-            order = np.lexsort((tie_break[members], values[members]))
+            order = order_by(values[members], tie_break[members])
             tiers[members[order]] = _balanced_equal(len(members), n_tiers)
         else:
             tierer = Tierer("quantile", cuts=cuts)

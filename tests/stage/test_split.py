@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sc_data.schema import normalised_prompt_key
-from sc_data.stage.split import prompt_group_codes
+from sc_data.stage.split import _dense_groups, prompt_group_codes
 
 
 class TestPromptGroups:
@@ -59,3 +59,14 @@ class TestPromptGroups:
         # The paper's set repeats some prompts (30 of its prompts occur more than once).
         codes = prompt_group_codes(pa.array(prompts[:3969]))
         assert len(np.unique(codes)) < 3969
+
+
+class TestDenseGroups:
+    @settings(max_examples=100, deadline=None)
+    @given(groups=st.lists(st.integers(0, 50), min_size=1, max_size=80))
+    def test_equals_numpy_unique(self, groups):
+        codes = np.array(groups, dtype=np.int64)
+        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        got_inverse, got_first = _dense_groups(codes)
+        np.testing.assert_array_equal(got_inverse, inverse)
+        np.testing.assert_array_equal(got_first, first)
