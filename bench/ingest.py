@@ -74,6 +74,12 @@ def _cpu_seconds() -> float:
 PEERS = ("sc_data", "sc_data_sequential", "pyarrow", "datasets", "polars")
 
 
+def _one_range_at_a_time(parallel: Any) -> None:
+    """sc-data ``--sequential``: no worker processes, and no second range in flight on a thread."""
+    parallel.MIN_PARALLEL_BYTES = 2**62
+    parallel.LOOKAHEAD = 1
+
+
 def run_peer(tool: str, source: Path, out: Path) -> dict[str, float]:
     """One tool, JSONL -> Parquet, in this (fresh) process: wall and CPU seconds, peak RSS."""
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
@@ -81,7 +87,7 @@ def run_peer(tool: str, source: Path, out: Path) -> dict[str, float]:
         from sc_data.ingest import ingest, parallel
 
         if tool == "sc_data_sequential":
-            parallel.MIN_PARALLEL_BYTES = 2**62
+            _one_range_at_a_time(parallel)
         ingest([source], out / f"{tool}.parquet", overwrite=True)
     elif tool == "pyarrow":
         import pyarrow.json as pj
@@ -133,7 +139,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="pairs to generate (default 1,000,000)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/sc-bench-ingest"), help="work folder")
     parser.add_argument("--keep", action="store_true", help="keep the generated input file")
-    parser.add_argument("--sequential", action="store_true", help="force the single-process path")
+    parser.add_argument("--sequential", action="store_true", help="one range at a time (no second thread, no worker processes)")
     parser.add_argument("--peers", action="store_true", help="also time pyarrow, datasets and polars, alternating")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of --peers")
     parser.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
@@ -151,11 +157,10 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
 
-    from sc_data.ingest import ingest, make_options, parallel
-    from sc_data.ingest.parallel import workers, worth_it
+    from sc_data.ingest import ingest, parallel
 
     if args.sequential:
-        parallel.MIN_PARALLEL_BYTES = 2**62
+        _one_range_at_a_time(parallel)
 
     args.out.mkdir(parents=True, exist_ok=True)
     if not source.exists():
@@ -178,7 +183,7 @@ def main() -> None:
         "pairs_per_s": round(result.rows_out / seconds),
         "peak_rss_mib": round(peak_mib),
         "worker_peak_rss_mib": round(child_peak_mib),
-        "workers": workers() if worth_it(source, "jsonl", None, make_options()) else 1,
+        "ranges_in_flight": parallel.LOOKAHEAD,  # this TRL JSONL takes the columnar path: threads, never worker processes
         "cpu_seconds": round(cpu, 2),
         "cpu_us_per_pair": round(cpu / result.rows_in * 1e6, 2),
         "load_average_1m_before_after": [load_before, round(os.getloadavg()[0], 2)],

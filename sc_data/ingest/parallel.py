@@ -4,9 +4,12 @@ A plain (uncompressed) JSONL file is cut into byte ranges at line boundaries; ea
 through the columnar path (:mod:`sc_data.ingest.columnar`) when its format allows and every row is
 the plain case, else through the row path, into finished Arrow batches. Results come back in file
 order with line numbers made global, so the output, the rejects and the counts are the same as the
-row-by-row reader's. Ranges are parsed by forked worker processes only when that measured faster:
-a file of at least :data:`MIN_PARALLEL_BYTES`, more than one CPU, Linux (fork), and a core free
-(on the 2-core dev VM the workers were 1.37x faster idle and 1.13-1.46x slower at load >= 2.6).
+row-by-row reader's. How the ranges are spread over the cores was chosen by measurement (2-core
+dev VM, bench/RESULTS.md): a format the columnar path reads runs two ranges at once on threads (its
+Arrow kernels release the GIL; fork workers, which ship every batch back through a pipe, were
+slower); a format read row by row (HH-RLHF transcripts) runs in forked worker processes when the
+file is at least :data:`MIN_PARALLEL_BYTES`, there is more than one CPU, Linux (fork), and a core is
+free (1.4x faster than one process at load 1.5; 1.13-1.46x slower at load >= 2.6).
 What needs every row seen so far (duplicate ids, ``dedup``) runs in the parent over the returned
 batches, in file order.
 """

@@ -101,8 +101,9 @@ def _source_batches(source: Source, options: IngestOptions, report: InputReport)
         first = next((b.rows for b in source.batches(batch_size=1024) if b.rows), None)
         if first is not None:
             fmt = _format_of(first, source, options, report)  # detected once, whichever path reads the file
-            processes = parallel.worth_it(source.path, source.kind, source.compression, options)
-            if processes or columnar.applies(fmt, options):
+            fast = columnar.applies(fmt, options)
+            processes = not fast and parallel.worth_it(source.path, source.kind, source.compression, options)
+            if processes or fast:
                 yield from parallel.range_batches(cast(Path, source.path), fmt, source.name, source.spec, options, processes=processes)
                 return
     for batch, convert in _detected_batches(source, options, report, fmt):
