@@ -11,15 +11,17 @@ import math
 import shutil
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from sc_data.io import swap_into_place, write_parquet, write_text
+from sc_data.io import PARQUET_COMPRESSION, atomic_path, swap_into_place, write_parquet, write_text
 from sc_data.manifest import STAGED_MANIFEST, file_entry, new_manifest, write_manifest
 from sc_data.stage.card import configs, dataset_info, licenses_of, render_card
 from sc_data.stage.difficulty import category_codes
@@ -50,6 +52,15 @@ class ExportResult:
     files: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _write_shard(table: pa.Table, rows: np.ndarray, path: Path, row_group_rows: int) -> None:
+    """Rows ``rows`` of ``table`` as one Parquet file, gathered one row group at a time: the same
+    bytes as writing the gathered shard whole, with one row group's copy in memory instead of a shard's."""
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, table.schema, compression=PARQUET_COMPRESSION) as writer:
+        for start in range(0, len(rows), row_group_rows):
+            writer.write_table(table.take(pa.array(rows[start:start + row_group_rows], pa.int64())), row_group_size=row_group_rows)
+    pa.default_memory_pool().release_unused()  # the gathers' memory back to the OS, not kept under the plots
+
+
 def _write_parts(
     table: pa.Table, root: Path, parts: Mapping[str, np.ndarray], config: ExportConfig
 ) -> list[dict[str, Any]]:
@@ -61,8 +72,7 @@ def _write_parts(
         n_shards = max(1, math.ceil(len(rows) / config.max_shard_rows))
         for i, chunk in enumerate(np.array_split(rows, n_shards)):
             rel = f"{folder}/{prefix}-{i:05d}-of-{n_shards:05d}.parquet"
-            shard = table.take(pa.array(chunk, pa.int64()))
-            write_parquet(shard, root / rel, row_group_size=config.row_group_rows)
+            _write_shard(table, chunk, root / rel, config.row_group_rows)
             entries.append(file_entry(root, rel, len(chunk), kind="data", config=cfg, split=prefix))
     return entries
 
@@ -108,6 +118,18 @@ def omitted_parts(parts: Mapping[str, np.ndarray]) -> list[str]:
     return out
 
 
+def _plot(table: pa.Table, parts: Mapping[str, np.ndarray], folder: Path) -> list[Path]:
+    """The report plots of the rows kept in ``parts``, from the few columns they draw (no copy
+    when every row is kept: the plots don't depend on the rows' order)."""
+    from sc_data.stage.report import plot_table
+
+    kept = np.zeros(table.num_rows, dtype=bool)
+    for rows in parts.values():
+        kept[rows] = True
+    drawn = table.select([c for c in table.column_names if "__" in c or c in ("difficulty", "tier", "split", "category")])
+    return plot_table(drawn if kept.all() else drawn.filter(pa.array(kept)), folder)
+
+
 def export(
     table: pa.Table,
     output: Path | str,
@@ -151,19 +173,14 @@ def export(
     tmp = output.parent / f".{output.name}.staging-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        files = _write_parts(table, tmp, parts, config)
-        write_parquet(rejects, tmp / REJECTS)
-        files.append(file_entry(tmp, REJECTS, rejects.num_rows, kind="rejects"))
-        plots: list[str] = []
-        if config.plots:
-            from sc_data.stage.report import plot_table
-
-            kept = np.concatenate([np.asarray(v, dtype=np.int64) for v in parts.values()])
-            cols = [c for c in table.column_names if "__" in c or c in ("difficulty", "tier", "split", "category")]
-            for png in plot_table(table.select(cols).take(pa.array(kept, pa.int64())), tmp / "plots"):
-                rel = png.relative_to(tmp).as_posix()
-                plots.append(rel)
-                files.append(file_entry(tmp, rel, 0, kind="plot"))
+        with ThreadPoolExecutor(1, "sc-stage-plots") as pool:
+            # matplotlib holds the GIL, Parquet encoding does not: the plots render while the shards are written.
+            pngs = pool.submit(_plot, table, parts, tmp / "plots") if config.plots else None
+            files = _write_parts(table, tmp, parts, config)
+            write_parquet(rejects, tmp / REJECTS)
+            files.append(file_entry(tmp, REJECTS, rejects.num_rows, kind="rejects"))
+            plots = [png.relative_to(tmp).as_posix() for png in (pngs.result() if pngs else [])]
+        files += [file_entry(tmp, rel, 0, kind="plot") for rel in plots]
         counts = _counts(table, parts, rejects.num_rows, table.num_rows)
         if rejects.num_rows:
             reasons = rejects.column("reason").value_counts().to_pylist()

@@ -71,12 +71,14 @@ def _histogram(table: pa.Table, path: Path) -> Path:
 
 
 def _heatmap(table: pa.Table, path: Path) -> Path:
-    """Category × tier, coloured by each category's share per tier (rows sum to 1), so a large
+    """Category (in name order) × tier, coloured by each category's share per tier (rows sum to 1), so a large
     ``unknown`` row does not wash out the others; the cells still print the counts."""
     codes, names = category_codes(table)
     train, tier, k = _tiers(table)
     grid = np.zeros((len(names), max(k, 1)), dtype=np.int64)
     np.add.at(grid, (codes[train], tier), 1)
+    by_name = sorted(range(len(names)), key=names.__getitem__)  # rows in name order, whatever the rows' order
+    grid, names = grid[by_name], [names[i] for i in by_name]
     share = grid / np.maximum(grid.sum(axis=1, keepdims=True), 1)
     fig = Figure(figsize=(1.2 * max(k, 1) + 3, 0.35 * len(names) + 1.5), layout="constrained")
     ax = fig.add_subplot()
