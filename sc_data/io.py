@@ -52,7 +52,7 @@ def temp_dir_beside(final: str | os.PathLike[str], suffix: str = ".tmp") -> Path
     return tmp
 
 
-def swap_into_place(tmp: Path, final: Path) -> None:
+def _swap_into_place(tmp: Path, final: Path) -> None:
     """Rename the filled folder ``tmp`` onto ``final``; an existing ``final`` is moved aside first and
     deleted only once the new one is in place (a folder can't be renamed onto a non-empty one)."""
     old = None
@@ -71,7 +71,7 @@ def atomic_dir(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[P
     tmp = temp_dir_beside(final, suffix)
     try:
         yield tmp
-        swap_into_place(tmp, final)
+        _swap_into_place(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

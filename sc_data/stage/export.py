@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from sc_data.io import PARQUET_COMPRESSION, atomic_path, swap_into_place, write_parquet, write_text
+from sc_data.io import PARQUET_COMPRESSION, atomic_dir, atomic_path, write_parquet, write_text
 from sc_data.manifest import STAGED_MANIFEST, file_entry, new_manifest, write_manifest
 from sc_data.stage.card import configs, dataset_info, licenses_of, render_card
 from sc_data.stage.difficulty import category_codes
@@ -50,6 +49,10 @@ class ExportResult:
     output: Path
     rows_out: int
     files: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: Suffix of the folder an export fills beside its target (``.NAME.<random>.staging``).
+_STAGING = ".staging"
 
 
 def _write_shard(table: pa.Table, rows: np.ndarray, path: Path, row_group_rows: int) -> None:
@@ -167,12 +170,9 @@ def export(
     upstream = dict(upstream or {})
     output = Path(output)
     claim_output(output, overwrite=overwrite)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for debris in output.parent.glob(f".{output.name}.staging-*"):  # left by an export that was killed
+    for debris in output.parent.glob(f".{output.name}.*{_STAGING}"):  # left by an export that was killed
         shutil.rmtree(debris, ignore_errors=True)
-    tmp = output.parent / f".{output.name}.staging-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(output, suffix=_STAGING) as tmp:
         with ThreadPoolExecutor(1, "sc-stage-plots") as pool:
             # matplotlib holds the GIL, Parquet encoding does not: the plots render while the shards are written.
             pngs = pool.submit(_plot, table, parts, tmp / "plots") if config.plots else None
@@ -201,10 +201,6 @@ def export(
         write_manifest(manifest, tmp / STAGED_MANIFEST)
         info = dataset_info(tmp, configs(parts), files)
         write_text(render_card(manifest, table, parts, plots, dataset_info=info), tmp / CARD)
-        swap_into_place(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ExportResult(output=output, rows_out=counts["rows_out"], files=files)
 
 

@@ -144,7 +144,7 @@ class TestOverwrite:
                 "stage(sys.argv[1], sys.argv[2], overwrite=True, tiers=5, max_shard_rows=50)")
         proc = subprocess.Popen([sys.executable, "-c", code, str(scored), str(out)], env={**os.environ, "OMP_NUM_THREADS": "1"})
         deadline = time.time() + 120
-        while time.time() < deadline and not any(p.name.startswith(".ds.staging-") and any(p.rglob("*.parquet")) for p in tmp_path.iterdir()):
+        while time.time() < deadline and not any(p.name.startswith(".ds.") and p.name.endswith(".staging") and any(p.rglob("*.parquet")) for p in tmp_path.iterdir()):
             time.sleep(0.02)
         assert proc.poll() is None, "the export finished before it could be interrupted"
         os.kill(proc.pid, signal.SIGKILL)
