@@ -37,10 +37,11 @@ def test_ranges_match_one_pass(which: str, bad_corpus: Path, shared_data: Path, 
         m.setattr(columnar, "ENABLED", False)
         m.setattr(parallel, "worth_it", lambda *args: False)
         one_pass = ingest([source], tmp_path / "one.parquet")
-    forked = []
+    forked: list[bool] = []  # worth_it consulted: only for a format the columnar path can't read
+    spreads: list[bool] = []  # the processes argument of each range_batches call
     monkeypatch.setattr(parallel, "CHUNK_BYTES", 300)  # several bad lines, each in its own range
     monkeypatch.setattr(parallel, "worth_it", lambda *args: forked.append(True) or True)
-    monkeypatch.setattr(parallel, "range_batches", functools.partial(_spy, parallel.range_batches, spreads := []))
+    monkeypatch.setattr(parallel, "range_batches", functools.partial(_spy, parallel.range_batches, spreads))
     ranged = ingest([source], tmp_path / "ranged.parquet")
     assert spreads == [which == "hh"] and bool(forked) == (which == "hh")
     assert pq.read_table(tmp_path / "ranged.parquet").equals(pq.read_table(tmp_path / "one.parquet"))
