@@ -28,6 +28,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
 from sc_data.ingest import columnar
 from sc_data.ingest.config import IngestOptions
 from sc_data.ingest.convert import Converted, convert_batch
@@ -99,7 +101,7 @@ def _parse_chunk(args: tuple[str, int, int, str, str, IngestOptions]) -> ChunkRe
     with open(path, "rb") as fh:
         fh.seek(start)
         data = fh.read(end - start)
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    lines = np.count_nonzero(np.frombuffer(data, np.uint8) == ord("\n")) + (0 if data.endswith(b"\n") or not data else 1)
     if columnar.applies(fmt, options) and (fast := columnar.columnar_chunk(data, lines, source_name, options)) is not None:
         return lines, [(fast, lines)]
     convert = make_converter(fmt, source_name, options)

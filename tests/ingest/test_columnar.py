@@ -43,6 +43,8 @@ ODD_LINES = {
     "empty_prompt": json.dumps({"prompt": "\t", "chosen": "No.", "rejected": "Yes."}),
     "vertical_tab": json.dumps({"prompt": "Q?\u000b", "chosen": "No.", "rejected": "Yes."}),
     "file_separator": json.dumps({"prompt": "Q?\u001c", "chosen": "No.", "rejected": "Yes."}),
+    "form_feed_escape": json.dumps({"prompt": "Q?\f", "chosen": "No.", "rejected": "Yes."}),
+    "backspace_escape": json.dumps({"prompt": "Q?", "chosen": "No.\b", "rejected": "Yes."}),
     "too_long": json.dumps({"prompt": "Q" * 200_001, "chosen": "No.", "rejected": "Yes."}),
     "bad_json": '{"prompt": "Q?", "chosen": "No.", "rejected": "Yes."',
     "trailing_comma": '{"prompt": "Q?", "chosen": "No.", "rejected": "Yes.",}',
@@ -74,13 +76,25 @@ def _write(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def _recorded(monkeypatch: pytest.MonkeyPatch, name: str) -> list:
+    """What ``columnar.<name>`` returns, call by call, while the test runs."""
+    returned: list = []
+    real = getattr(columnar, name)
+
+    def record(*args, **kwargs):
+        returned.append(real(*args, **kwargs))
+        return returned[-1]
+
+    monkeypatch.setattr(columnar, name, record)
+    return returned
+
+
 def test_plain_input_takes_the_columnar_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    taken = []
-    real = columnar.columnar_chunk
-    monkeypatch.setattr(columnar, "columnar_chunk", lambda *a, **k: taken.append(r := real(*a, **k)) or r)
+    chunks, scans = _recorded(monkeypatch, "columnar_chunk"), _recorded(monkeypatch, "plain_records")
     src = _write(tmp_path / "plain.jsonl", [json.dumps(r) for r in PLAIN])
     both = _both(tmp_path, [src], monkeypatch)
-    assert taken and all(t is not None for t in taken)
+    assert chunks and all(c is not None for c in chunks)
+    assert scans and all(s is not None for s in scans)  # read by the byte scan, not pyarrow's reader
     assert both[True][0].equals(both[False][0]) and both[True][1:] == both[False][1:]
     assert both[True][3] == len(PLAIN)
 
