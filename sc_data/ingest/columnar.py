@@ -40,6 +40,7 @@ _READ = pj.ReadOptions(block_size=2**20, use_threads=False)
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
 #: What ``str.strip()`` removes from ASCII text once the other control characters are excluded.
 _WHITESPACE = " \t\n\r"
+_IS_WHITESPACE = np.isin(np.arange(256), np.frombuffer(_WHITESPACE.encode(), np.uint8))
 
 
 def applies(fmt: str, options: IngestOptions) -> bool:
@@ -69,6 +70,24 @@ def _parse(data: bytes, lines: int) -> pa.Table | None:
     return table if table.num_rows == lines and table.num_columns == 3 else None
 
 
+def _bounds(text: pa.StringArray) -> np.ndarray:
+    """Where each text starts and ends in the array's bytes (``len(text) + 1`` offsets)."""
+    return np.frombuffer(text.buffers()[1], np.int32)[text.offset:text.offset + len(text) + 1]
+
+
+def _stripped(text: pa.StringArray, bounds: np.ndarray) -> pa.StringArray | None:
+    """``str.strip`` of every text (non-empty, ASCII, no control character but tab, newline, CR); None if one strips to nothing.
+
+    Most texts neither start nor end with whitespace: when none does, looking at each text's
+    first and last byte saves trimming (copying) them all.
+    """
+    chars = np.frombuffer(text.buffers()[2], np.uint8)
+    if not _IS_WHITESPACE[np.concatenate((chars[bounds[:-1]], chars[bounds[1:] - 1]))].any():
+        return text
+    trimmed = pc.utf8_trim(text, _WHITESPACE)
+    return None if pc.min(pc.utf8_length(trimmed)).as_py() == 0 else trimmed
+
+
 def _plain(table: pa.Table, max_chars: int, escaped: bool) -> list[pa.Array] | None:
     """The stripped texts (prompt, chosen, rejected) when every row is the plain valid case, else None.
 
@@ -78,12 +97,13 @@ def _plain(table: pa.Table, max_chars: int, escaped: bool) -> list[pa.Array] | N
     stripped = []
     for name in _COLUMNS:
         text = table.column(name).combine_chunks()
-        if text.null_count or pc.max(pc.utf8_length(text)).as_py() > max_chars:
+        if text.null_count:
             return None
         if escaped and (not pc.all(pc.string_is_ascii(text)).as_py() or pc.any(pc.match_substring_regex(text, _CONTROL)).as_py()):
             return None
-        trimmed = pc.utf8_trim(text, _WHITESPACE)
-        if pc.min(pc.utf8_length(trimmed)).as_py() == 0:
+        bounds = _bounds(text)
+        lengths = np.diff(bounds)  # ASCII: a character a byte
+        if lengths.min() == 0 or lengths.max() > max_chars or (trimmed := _stripped(text, bounds)) is None:
             return None
         stripped.append(trimmed)
     if pc.any(pc.equal(stripped[1], stripped[2])).as_py():

@@ -38,6 +38,8 @@ ODD_LINES = {
     "missing": json.dumps({"chosen": "No.", "rejected": "Yes."}),
     "number": json.dumps({"prompt": 3, "chosen": "No.", "rejected": "Yes."}),
     "messages": json.dumps({"prompt": [{"role": "user", "content": "Q?"}], "chosen": "No.", "rejected": "Yes."}),
+    "padded": json.dumps({"prompt": "  Q?  ", "chosen": " No. ", "rejected": "Yes.  "}),
+    "padded_escapes": json.dumps({"prompt": "\nQ?\t", "chosen": "No.\r\n", "rejected": " Yes."}),
     "identical": json.dumps({"prompt": "Q?", "chosen": " Same. ", "rejected": "Same."}),
     "empty_answer": json.dumps({"prompt": "Q?", "chosen": " \n ", "rejected": "Yes."}),
     "empty_prompt": json.dumps({"prompt": "\t", "chosen": "No.", "rejected": "Yes."}),
@@ -99,11 +101,17 @@ def test_plain_input_takes_the_columnar_path(tmp_path: Path, monkeypatch: pytest
     assert both[True][3] == len(PLAIN)
 
 
+#: Odd lines whose stretch the columnar path still takes (what it computes is then checked, not skipped).
+STILL_COLUMNAR = {"duplicate_row", "escapes", "padded", "padded_escapes"}
+
+
 @pytest.mark.parametrize("case", sorted(ODD_LINES))
 def test_odd_line_gives_the_same_result(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lines = [json.dumps(r) for r in PLAIN[:20]] + [ODD_LINES[case]] + [json.dumps(r) for r in PLAIN[20:]]
     src = _write(tmp_path / f"{case}.jsonl", lines)
+    chunks = _recorded(monkeypatch, "columnar_chunk")
     both = _both(tmp_path, [src], monkeypatch, dedup=case == "duplicate_row")
+    assert all(c is not None for c in chunks) == (case in STILL_COLUMNAR)
     if isinstance(both[False][0], str):
         assert both[True] == both[False]
         return
