@@ -18,8 +18,8 @@ import pyarrow as pa
 KEYS = (b"prompt", b"chosen", b"rejected")
 #: Quotes per record: three keys and three values, two each.
 _QUOTES = 12
-#: A key's bytes read as one little-endian word (a key is at most 8 bytes; the ones of a shorter
-#: key are followed by its closing quote and what comes after, masked off).
+#: A key's bytes are read as one little-endian word (a key is at most 8 bytes; what follows a
+#: shorter key, its closing quote and on, is masked off).
 _WORD = 8
 
 
@@ -41,15 +41,17 @@ def _structure_ok(data: np.ndarray, quotes: np.ndarray, records: int, final_newl
 
 
 def _key_slots(data: np.ndarray, quotes: np.ndarray) -> np.ndarray | None:
-    """Per record and key, the slot (0, 1, 2: which of the three pairs) it occupies, shape (3, records); None if the keys aren't exactly the three."""
+    """Per key, the slot (0, 1, 2: which of a record's three pairs) it occupies in each record, shape (3, records); None if the keys aren't exactly the three."""
     starts = quotes[:, 0::4] + 1
     lengths = quotes[:, 1::4] - starts
-    padded = np.concatenate((data, np.zeros(_WORD, dtype=np.uint8)))
-    words = np.lib.stride_tricks.sliding_window_view(padded, _WORD)[starts].copy().view("<u8")[..., 0]
+    if starts.max() > len(data) - _WORD:
+        return None  # a key too short to be one of ours, at the very end
+    # Every byte offset read as a little-endian word: a view, so indexing it reads one word a key.
+    words = np.ndarray(shape=(len(data) - _WORD + 1,), dtype="<u8", buffer=data, strides=(1,))[starts]
     slots = []
     for key in KEYS:
-        mask = (1 << (8 * len(key))) - 1
-        is_key = ((words & np.uint64(mask)) == np.uint64(int.from_bytes(key, "little"))) & (lengths == len(key))
+        mask = np.uint64((1 << (8 * len(key))) - 1)
+        is_key = ((words & mask) == np.uint64(int.from_bytes(key, "little"))) & (lengths == len(key))
         if not (is_key.sum(axis=1) == 1).all():
             return None
         slots.append(is_key.argmax(axis=1))

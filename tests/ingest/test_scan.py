@@ -108,3 +108,11 @@ def test_mutated_stretches_are_refused_or_read_exactly() -> None:
             read += 1
             assert table.equals(_as_loaded(data)), (trial, data)
     assert read > 100 and refused > 100  # both outcomes exercised
+
+
+@pytest.mark.parametrize("last", ['{"prompt":"p","chosen":"c","r":""}', '{"":"","prompt":"p","chosen":"c"}'])
+def test_a_short_key_at_the_very_end_is_refused(last: str) -> None:
+    """A key's bytes are read as one 8-byte word: one that ends too close to the stretch's end must be refused, not read past it."""
+    rng = random.Random(3)
+    data = _stretch([_line(_record(rng, i), rng) for i in range(5)] + [last], final_newline=False)
+    assert plain_records(data, _lines_in(data)) is None
