@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sc_data.ingest import columnar, ingest
+from sc_data.ingest.config import DEFAULT_MAX_CHARS
 
 REPO = Path(__file__).parents[2]
 
@@ -24,6 +25,14 @@ ODD_LINES = {
     "escapes": json.dumps({"prompt": 'Say "hi"\\ now\n\tplease', "chosen": "No.\r\nSorry.", "rejected": "Hi\\n"}),
     "unicode_escape": '{"prompt": "caf\\u00e9?", "chosen": "Non.", "rejected": "Oui."}',
     "non_ascii": json.dumps({"prompt": "café?", "chosen": "Non.", "rejected": "Oui."}, ensure_ascii=False),
+    "non_ascii_space_inside": json.dumps({"prompt": "Q\u00a0?", "chosen": "No\u3000way.", "rejected": "Yes."}, ensure_ascii=False),
+    "non_ascii_space_at_end": json.dumps({"prompt": "Q?", "chosen": "No.\u00a0", "rejected": "Yes."}, ensure_ascii=False),
+    "non_ascii_space_under_ascii": json.dumps({"prompt": "Q?", "chosen": "No.", "rejected": " \u2003Yes. "}, ensure_ascii=False),
+    "astral": json.dumps({"prompt": "Q? \U0001F600", "chosen": "No.", "rejected": "Yes \U0001F600"}, ensure_ascii=False),
+    "astral_escaped": json.dumps({"prompt": "Q? \U0001F600", "chosen": "No.", "rejected": "Yes."}),
+    # in characters, not bytes: two bytes each in UTF-8
+    "long_non_ascii": json.dumps({"prompt": "\u00e9" * (DEFAULT_MAX_CHARS - 1), "chosen": "No.", "rejected": "Yes."}, ensure_ascii=False),
+    "too_long_non_ascii": json.dumps({"prompt": "\u00e9" * (DEFAULT_MAX_CHARS + 1), "chosen": "No.", "rejected": "Yes."}, ensure_ascii=False),
     "combining": json.dumps({"prompt": "cafe\u0301?", "chosen": "Non.", "rejected": "Oui."}, ensure_ascii=False),
     "raw_tab": '{"prompt": "a\tb?", "chosen": "No.", "rejected": "Yes."}',
     "nul_escape": '{"prompt": "a\\u0000b?", "chosen": "No.", "rejected": "Yes."}',
@@ -102,7 +111,10 @@ def test_plain_input_takes_the_columnar_path(tmp_path: Path, monkeypatch: pytest
 
 
 #: Odd lines whose stretch the columnar path still takes (what it computes is then checked, not skipped).
-STILL_COLUMNAR = {"duplicate_row", "escapes", "padded", "padded_escapes"}
+STILL_COLUMNAR = {
+    "astral", "astral_escaped", "duplicate_row", "escapes", "long_non_ascii", "non_ascii", "non_ascii_space_inside",
+    "padded", "padded_escapes", "unicode_escape",
+}
 
 
 @pytest.mark.parametrize("case", sorted(ODD_LINES))
@@ -137,3 +149,34 @@ def test_shared_inputs(shared_data: Path, tmp_path: Path, monkeypatch: pytest.Mo
         both = _both(tmp_path / path.stem, [path], monkeypatch)
         assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1]), path
         assert both[True][2:] == both[False][2:]
+
+
+def test_real_text_takes_the_columnar_path(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real text through the columnar path: the paper's pairs as plain TRL rows (its ``Human: `` prefix taken off), raw UTF-8.
+
+    Non-ASCII in 80 % of the rows (typographic quotes), escapes in 13 %: the ids, pairs and counts
+    must be the row path's.
+    """
+    records = [json.loads(line) for line in (shared_data / "paper" / "hh_rlhf_clean_gpt.jsonl").read_text("utf-8").splitlines()]
+    src = _write(tmp_path / "paper_trl.jsonl", [
+        json.dumps({"prompt": r["prompt"].removeprefix("Human: "), "chosen": r["chosen"], "rejected": r["rejected"]}, ensure_ascii=False)
+        for r in records
+    ])
+    chunks = _recorded(monkeypatch, "columnar_chunk")
+    both = _both(tmp_path, [src], monkeypatch)
+    assert chunks and all(c is not None for c in chunks)
+    assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1])
+    assert both[True][2:] == both[False][2:] and both[True][3] == len(records)
+
+
+def test_invalid_utf8_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line that isn't UTF-8 sends its stretch to the row path, which rejects just that line."""
+    lines = [json.dumps(r, ensure_ascii=False).encode() for r in PLAIN]
+    lines[5] = b'{"prompt": "caf\xe9?", "chosen": "Non.", "rejected": "Oui."}'
+    src = tmp_path / "latin1.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    chunks = _recorded(monkeypatch, "columnar_chunk")
+    both = _both(tmp_path, [src], monkeypatch)
+    assert chunks == [None]
+    assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1])
+    assert both[True][1].column("reason").to_pylist() == ["invalid_utf8"]
