@@ -16,6 +16,7 @@ test compares the two paths on every JSONL input of the test corpus and on the r
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -77,51 +78,54 @@ def _parse(data: bytes, lines: int, is_ascii: bool) -> pa.Table | None:
     return table if table.num_rows == lines and table.num_columns == 3 else None
 
 
-def _bounds(text: pa.StringArray) -> np.ndarray:
-    """Where each text starts and ends in the array's bytes (``len(text) + 1`` offsets)."""
-    return np.frombuffer(text.buffers()[1], np.int32)[text.offset:text.offset + len(text) + 1]
+def _flags(condition: pa.Array) -> np.ndarray:
+    """A boolean Arrow array as numpy, null as False."""
+    return pc.fill_null(condition, False).to_numpy(zero_copy_only=False)
 
 
-def _stripped(text: pa.StringArray, bounds: np.ndarray, is_ascii: bool) -> pa.StringArray | None:
-    """``str.strip`` of every text (non-empty, no control character but tab, newline, CR); None if
-    one strips to nothing or, not ``is_ascii``, ends in whitespace beyond ASCII's.
+def _stripped(text: pa.StringArray) -> pa.StringArray:
+    """``str.strip`` of every text without control characters but tab, newline and CR, as far as ASCII whitespace goes.
 
     Most texts neither start nor end with whitespace: when none does, looking at each text's
     first and last byte saves trimming (copying) them all.
     """
-    chars = np.frombuffer(text.buffers()[2], np.uint8)
-    trimmed = text
-    if _IS_WHITESPACE[np.concatenate((chars[bounds[:-1]], chars[bounds[1:] - 1]))].any():
-        trimmed = pc.utf8_trim(text, _WHITESPACE)
-        if pc.min(pc.utf8_length(trimmed)).as_py() == 0:
-            return None
-    if not is_ascii and pc.any(pc.match_substring_regex(trimmed, _UNICODE_SPACE_AT_AN_END)).as_py():
-        return None
-    return trimmed
+    _, offsets, data = text.buffers()
+    bounds = np.frombuffer(offsets, np.int32)[text.offset:text.offset + len(text) + 1]
+    nonempty = np.diff(bounds) > 0
+    chars = np.frombuffer(data, np.uint8) if data is not None else np.zeros(1, np.uint8)
+    edges = np.concatenate((chars[bounds[:-1][nonempty]], chars[bounds[1:][nonempty] - 1]))
+    return pc.utf8_trim(text, _WHITESPACE) if _IS_WHITESPACE[edges].any() else text
 
 
-def _plain(table: pa.Table, max_chars: int, escaped: bool, is_ascii: bool) -> list[pa.Array] | None:
-    """The stripped texts (prompt, chosen, rejected) when every row is the plain valid case, else None.
+def _text_ok(text: pa.StringArray, trimmed: pa.StringArray, max_chars: int, escaped: bool, is_ascii: bool) -> np.ndarray:
+    """Per row, whether ``text`` (and ``trimmed``, its strip) is a plain valid text; see the module docstring."""
+    ok = _flags(pc.is_valid(text))
+    lengths = pc.utf8_length(text).to_numpy(zero_copy_only=False)  # in characters; null as 0
+    ok &= (lengths > 0) & (lengths <= max_chars)
+    if trimmed is not text:
+        ok &= _flags(pc.greater(pc.utf8_length(trimmed), 0))
+    if escaped:  # what an escape decodes to: a control character (``\\f`` is one, and ``str.strip`` removes it)
+        ok &= ~_flags(pc.match_substring_regex(text, _CONTROL))
+    if not is_ascii:
+        ok &= _flags(pc.equal(pc.utf8_normalize(text, "NFC"), text))  # else the row path's id normalises it
+        ok &= ~_flags(pc.match_substring_regex(trimmed, _UNICODE_SPACE_AT_AN_END))
+    return ok
 
-    ``escaped``: the stretch holds a backslash, so a text may hold what an escape decodes to: a
-    control character (``\\f`` is one, and ``str.strip`` removes it). ``is_ascii``: every text is
-    ASCII.
+
+def _checked(table: pa.Table, max_chars: int, escaped: bool, is_ascii: bool) -> tuple[np.ndarray, list[pa.Array]]:
+    """Per row, whether it is the plain valid case; and the stripped texts (prompt, chosen, rejected), right where it is.
+
+    ``escaped``: the stretch holds a backslash. ``is_ascii``: every text is ASCII.
     """
+    ok = np.ones(table.num_rows, dtype=bool)
     stripped = []
     for name in _COLUMNS:
         text = table.column(name).combine_chunks()
-        if text.null_count or (escaped and pc.any(pc.match_substring_regex(text, _CONTROL)).as_py()):
-            return None
-        if not is_ascii and not pc.all(pc.equal(pc.utf8_normalize(text, "NFC"), text)).as_py():
-            return None  # a text that NFC changes: the row path's id normalises it
-        bounds = _bounds(text)
-        lengths = np.diff(bounds) if is_ascii else pc.utf8_length(text).to_numpy()  # in characters
-        if lengths.min() == 0 or lengths.max() > max_chars or (trimmed := _stripped(text, bounds, is_ascii)) is None:
-            return None
+        trimmed = _stripped(text)
+        ok &= _text_ok(text, trimmed, max_chars, escaped, is_ascii)
         stripped.append(trimmed)
-    if pc.any(pc.equal(stripped[1], stripped[2])).as_py():
-        return None
-    return stripped
+    ok &= ~_flags(pc.equal(stripped[1], stripped[2]))
+    return ok, stripped
 
 
 #: The canonical JSON of a one-message-per-side pair (``validate.content_id``) around its three
@@ -165,16 +169,9 @@ def _messages(role: str, content: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), pa.StructArray.from_arrays([roles, content], fields=list(MESSAGE_TYPE)))
 
 
-def columnar_chunk(data: bytes, lines: int, source_name: str, options: IngestOptions) -> Converted | None:
-    """One stretch of ``lines`` whole lines as a converted batch (lines 1-based within it), or None for the row path."""
-    is_ascii = data.isascii() and b"\\u" not in data  # no byte above 127, no escape that decodes to one
-    table = _parse(data, lines, is_ascii)
-    if table is None:
-        return None
-    escaped = b"\\" in data
-    stripped = _plain(table, options.max_chars, escaped, is_ascii)
-    if stripped is None:
-        return None
+def _converted(table: pa.Table, stripped: list[pa.Array], lines: Sequence[int], escaped: bool, source_name: str,
+               options: IngestOptions) -> Converted:
+    """The plain rows of ``table`` (at ``lines``) as a converted batch."""
     ids = _content_ids(stripped, escaped)
     n = table.num_rows
     flag = options.safety_pairs == "flag"
@@ -192,4 +189,27 @@ def columnar_chunk(data: bytes, lines: int, source_name: str, options: IngestOpt
     if flag:
         arrays.append(pa.nulls(n, pa.string()))
     batch = pa.RecordBatch.from_arrays(arrays, schema=output_schema(flag))
-    return Converted(batch, [], range(1, n + 1), ids, ids)
+    return Converted(batch, [], lines, ids, ids)
+
+
+def columnar_chunk(data: bytes, lines: int, source_name: str, options: IngestOptions) -> tuple[Converted, np.ndarray] | None:
+    """One stretch of ``lines`` whole lines: its plain rows converted (lines 1-based within it), and
+    the 0-based indices of the lines left to the row path (each fails a check, whose reason, line
+    and field the row path gives; or it is a valid pair the columnar path can't compute, such as
+    a text not in NFC). None: not one plain record a line, or not one plain row; the row path
+    reads it all.
+    """
+    is_ascii = data.isascii() and b"\\u" not in data  # no byte above 127, no escape that decodes to one
+    table = _parse(data, lines, is_ascii)
+    if table is None:
+        return None
+    escaped = b"\\" in data
+    ok, stripped = _checked(table, options.max_chars, escaped, is_ascii)
+    rows = np.flatnonzero(ok)
+    if not len(rows):
+        return None
+    if len(rows) == len(ok):
+        return _converted(table, stripped, range(1, lines + 1), escaped, source_name, options), rows[:0]
+    keep = pa.array(rows)
+    table, stripped = table.take(keep), [s.take(keep) for s in stripped]
+    return _converted(table, stripped, (rows + 1).tolist(), escaped, source_name, options), np.flatnonzero(~ok)

@@ -9,7 +9,7 @@ over batches in file order.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +46,30 @@ class Converted:
         self.rejects = [(where, line + offset, *rest) for _, line, *rest in self.rejects]
         lines = self.lines
         self.lines = range(lines.start + offset, lines.stop + offset) if isinstance(lines, range) else [line + offset for line in lines]
+
+
+    def relined(self, numbers: Sequence[int]) -> None:
+        """Renumber the rows and rejects: line ``k`` (1-based) becomes ``numbers[k - 1]``."""
+        self.rejects = [(where, numbers[line - 1], *rest) for where, line, *rest in self.rejects]
+        self.lines = [numbers[line - 1] for line in self.lines]
+
+
+def merged(parts: Sequence[Converted]) -> Converted:
+    """Converted parts of one stretch, each with its own lines, as one batch: rows and rejects in line order."""
+    lines = np.concatenate([np.asarray(p.lines, dtype=np.int64) for p in parts])
+    order = pa.array(np.argsort(lines, kind="stable"))
+    batches = [p.pairs for p in parts if p.pairs is not None]
+    pairs = pa.concat_batches(batches).take(order) if batches else None
+
+    def joined(column: Callable[[Converted], Sequence[str] | pa.StringArray]) -> pa.Array:
+        return pa.concat_arrays([c if isinstance(c := column(p), pa.Array) else pa.array(c, pa.string()) for p in parts]).take(order)
+
+    ids = joined(lambda p: p.ids)
+    # The ledger skips its per-row pass when every id is its content id: keep that visible.
+    same = all(p.ids is p.contents or list(p.ids) == list(p.contents) for p in parts)
+    contents = ids if same else joined(lambda p: p.contents)
+    rejects = sorted((r for p in parts for r in p.rejects), key=lambda r: r[1] or 0)
+    return Converted(pairs, rejects, lines[np.argsort(lines, kind="stable")].tolist(), ids, contents)
 
 
 def convert_batch(batch: RawBatch, convert: Converter, options: IngestOptions, where: str) -> Converted:

@@ -32,7 +32,7 @@ import numpy as np
 
 from sc_data.ingest import columnar
 from sc_data.ingest.config import IngestOptions
-from sc_data.ingest.convert import Converted, convert_batch
+from sc_data.ingest.convert import Converted, convert_batch, merged
 from sc_data.ingest.formats import make_converter
 from sc_data.ingest.readers import DEFAULT_BATCH, _jsonl_batches
 
@@ -101,14 +101,30 @@ def _parse_chunk(args: tuple[str, int, int, str, str, IngestOptions]) -> ChunkRe
     with open(path, "rb") as fh:
         fh.seek(start)
         data = fh.read(end - start)
-    lines = np.count_nonzero(np.frombuffer(data, np.uint8) == ord("\n")) + (0 if data.endswith(b"\n") or not data else 1)
+    lines = int(np.count_nonzero(np.frombuffer(data, np.uint8) == ord("\n"))) + (0 if data.endswith(b"\n") or not data else 1)
     if columnar.applies(fmt, options) and (fast := columnar.columnar_chunk(data, lines, source_name, options)) is not None:
-        return lines, [(fast, lines)]
+        plain, odd = fast
+        if len(odd):
+            plain = merged([plain, _odd_lines(data, odd, fmt, source_name, options)])
+        return lines, [(plain, lines)]
+    return lines, _row_path(data, fmt, source_name, options)
+
+
+def _row_path(data: bytes, fmt: str, source_name: str, options: IngestOptions) -> list[tuple[Converted, int]]:
+    """Whole lines through the row path: (converted batch with lines 1-based within ``data``, records read) per batch."""
     convert = make_converter(fmt, source_name, options)
-    out = []
-    for batch in _jsonl_batches(io.BytesIO(data), DEFAULT_BATCH):
-        out.append((convert_batch(batch, convert, options, ""), len(batch.rows) + len(batch.rejects)))
-    return lines, out
+    return [(convert_batch(batch, convert, options, ""), len(batch.rows) + len(batch.rejects))
+            for batch in _jsonl_batches(io.BytesIO(data), DEFAULT_BATCH)]
+
+
+def _odd_lines(data: bytes, odd: np.ndarray, fmt: str, source_name: str, options: IngestOptions) -> Converted:
+    """The lines of ``data`` at 0-based ``odd`` through the row path, as one batch numbered as in ``data``."""
+    newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
+    starts = np.concatenate(([0], newlines + 1))[odd].tolist()
+    ends = np.concatenate((newlines, [len(data)]))[odd].tolist()
+    part = merged([converted for converted, _ in _row_path(b"\n".join([data[s:e] for s, e in zip(starts, ends, strict=True)]), fmt, source_name, options)])
+    part.relined((odd + 1).tolist())
+    return part
 
 
 def _ahead(fn: Callable[[T], R], tasks: list[T], pool: ThreadPoolExecutor) -> Iterator[R]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from sc_data.ingest import columnar, ingest
+from sc_data.ingest import columnar, ingest, parallel
 from sc_data.ingest.config import DEFAULT_MAX_CHARS
 
 REPO = Path(__file__).parents[2]
@@ -104,26 +104,36 @@ def test_plain_input_takes_the_columnar_path(tmp_path: Path, monkeypatch: pytest
     chunks, scans = _recorded(monkeypatch, "columnar_chunk"), _recorded(monkeypatch, "plain_records")
     src = _write(tmp_path / "plain.jsonl", [json.dumps(r) for r in PLAIN])
     both = _both(tmp_path, [src], monkeypatch)
-    assert chunks and all(c is not None for c in chunks)
+    assert chunks and all(c is not None and not len(c[1]) for c in chunks)
     assert scans and all(s is not None for s in scans)  # read by the byte scan, not pyarrow's reader
     assert both[True][0].equals(both[False][0]) and both[True][1:] == both[False][1:]
     assert both[True][3] == len(PLAIN)
+    counts = json.loads((tmp_path / "pairs_True.manifest.json").read_text())["counts"]
+    assert counts["rows_in"] == len(PLAIN) and type(counts["rows_in"]) is int  # numpy's count is no JSON number
 
 
-#: Odd lines whose stretch the columnar path still takes (what it computes is then checked, not skipped).
-STILL_COLUMNAR = {
+#: Odd lines after which the stretch isn't one plain record a line: the row path reads all of it.
+WHOLE_STRETCH = {
+    "bad_json", "blank_line", "category", "crlf", "duplicate_key", "extra_data", "extra_field", "lone_surrogate",
+    "messages", "not_object", "number", "raw_tab", "trailing_comma", "whitespace_line",
+}
+#: Odd lines the columnar path still computes itself (what it computes is then checked, not skipped).
+COLUMNAR = {
     "astral", "astral_escaped", "duplicate_row", "escapes", "long_non_ascii", "non_ascii", "non_ascii_space_inside",
     "padded", "padded_escapes", "unicode_escape",
 }
+ODD_AT = 20  # where the odd line goes, 0-based
 
 
 @pytest.mark.parametrize("case", sorted(ODD_LINES))
 def test_odd_line_gives_the_same_result(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    lines = [json.dumps(r) for r in PLAIN[:20]] + [ODD_LINES[case]] + [json.dumps(r) for r in PLAIN[20:]]
+    """Same result both ways; and the columnar path takes the stretch, leaving the row path just the odd line (if any), unless the stretch isn't plain records."""
+    lines = [json.dumps(r) for r in PLAIN[:ODD_AT]] + [ODD_LINES[case]] + [json.dumps(r) for r in PLAIN[ODD_AT:]]
     src = _write(tmp_path / f"{case}.jsonl", lines)
     chunks = _recorded(monkeypatch, "columnar_chunk")
     both = _both(tmp_path, [src], monkeypatch, dedup=case == "duplicate_row")
-    assert all(c is not None for c in chunks) == (case in STILL_COLUMNAR)
+    left_to_rows = [None if c is None else c[1].tolist() for c in chunks]
+    assert left_to_rows == [None if case in WHOLE_STRETCH else [] if case in COLUMNAR else [ODD_AT]]
     if isinstance(both[False][0], str):
         assert both[True] == both[False]
         return
@@ -164,7 +174,7 @@ def test_real_text_takes_the_columnar_path(shared_data: Path, tmp_path: Path, mo
     ])
     chunks = _recorded(monkeypatch, "columnar_chunk")
     both = _both(tmp_path, [src], monkeypatch)
-    assert chunks and all(c is not None for c in chunks)
+    assert chunks and all(c is not None and not len(c[1]) for c in chunks)
     assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1])
     assert both[True][2:] == both[False][2:] and both[True][3] == len(records)
 
@@ -180,3 +190,24 @@ def test_invalid_utf8_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert chunks == [None]
     assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1])
     assert both[True][1].column("reason").to_pylist() == ["invalid_utf8"]
+
+
+def test_odd_lines_scattered_over_stretches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row-level odd line, again and again among plain ones, over many stretches, repeats dropped by ``dedup``:
+    each stretch stays columnar, leaves its odd lines to the row path, and the merged result is the row path's, line numbers included."""
+    row_level = sorted(set(ODD_LINES) - WHOLE_STRETCH - COLUMNAR - {"too_long", "too_long_non_ascii", "long_non_ascii"})
+    plain = [json.dumps({"prompt": f"Question {i}?", "chosen": f"No, {i}.", "rejected": f"Yes, {i}."}) for i in range(400)]
+    lines = []
+    for i, line in enumerate(plain):
+        lines.append(line)
+        if i % 5 == 0:
+            lines.append(ODD_LINES[row_level[i // 5 % len(row_level)]])
+        if i % 37 == 0:
+            lines.append(plain[i // 2])  # a repeat, for the ledger
+    src = _write(tmp_path / "scattered.jsonl", lines)
+    monkeypatch.setattr(parallel, "CHUNK_BYTES", 2_000)
+    chunks = _recorded(monkeypatch, "columnar_chunk")
+    both = _both(tmp_path, [src], monkeypatch, dedup=True)
+    assert len(chunks) > 10 and all(c is not None and len(c[1]) for c in chunks)
+    assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1])
+    assert both[True][2:] == both[False][2:] and both[True][5]["duplicate"] > 5 and len(both[True][5]) >= 5
