@@ -4,8 +4,8 @@ The row path (:mod:`sc_data.ingest.convert`) spends ~18 µs of Python per pair; 
 pyarrow's JSON reader, for a stretch with escapes) and vectorised checks do the common case in a
 fraction of that. The columnar path takes a stretch of lines only when every row is the plain case
 whose result it can compute exactly: ``{"prompt", "chosen", "rejected"}`` strings and nothing
-else, no blank line, valid UTF-8 text already in NFC (Arrow's ``utf8_normalize`` leaves it as it
-is) without control characters but tab, newline and CR, that starts and ends with no whitespace
+else, no blank line, valid UTF-8 text without a character NFC may change (so it is its own NFC)
+and without control characters but tab, newline and CR, that starts and ends with no whitespace
 beyond ASCII's (so ``str.strip`` is a trim of four characters), every text within ``max_chars``,
 non-empty after stripping, and two different answers. Anything else (a parse error, a null, an
 extra column, a row that fails a check) sends the whole stretch to the row path, which gives each
@@ -15,7 +15,10 @@ test compares the two paths on every JSONL input of the test corpus and on the r
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,9 +46,11 @@ _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
 #: What ``str.strip()`` removes from ASCII text once the other control characters are excluded.
 _WHITESPACE = " \t\n\r"
 _IS_WHITESPACE = np.isin(np.arange(256), np.frombuffer(_WHITESPACE.encode(), np.uint8))
-#: A text that starts or ends with whitespace beyond ASCII's, which ``str.strip()`` also removes
-#: (Python's own list: NEL, no-break space, the typographic spaces, ideographic space; all in the BMP).
-_UNICODE_SPACE_AT_AN_END = "^[{0}]|[{0}]$".format("".join(c for c in map(chr, range(128, 0x10000)) if c.isspace()))
+#: Where a character NFC may change or move can be: every assigned one that has any such property
+#: (Unicode 16 has none beyond U+2FA1D; plane 14's are checked for the future).
+_NON_ASCII = (range(0x80, 0x30000), range(0xE0000, 0xE1000))
+#: Hangul vowel and final jamo: NFC composes them into the syllable before (by rule, not by table).
+_HANGUL_SECONDS = (range(0x1161, 0x1176), range(0x11A8, 0x11C3))
 
 
 def applies(fmt: str, options: IngestOptions) -> bool:
@@ -78,6 +83,42 @@ def _parse(data: bytes, lines: int, is_ascii: bool) -> pa.Table | None:
     return table if table.num_rows == lines and table.num_columns == 3 else None
 
 
+def _regex_class(chars: set[int]) -> str:
+    """``chars`` as an RE2 character class, in ranges."""
+    spans: list[list[int]] = []
+    for cp in sorted(chars):
+        if spans and cp == spans[-1][1] + 1:
+            spans[-1][1] = cp
+        else:
+            spans.append([cp, cp])
+    return "[" + "".join(f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in spans) + "]"
+
+
+@functools.cache
+def _unvouched() -> str:
+    """The regex of a (stripped) text whose NFC or ``str.strip`` the columnar path can't vouch for.
+
+    It holds a character NFC may change or move (one NFC changes alone, a combining mark, the
+    second of a canonical pair, a Hangul vowel or final jamo), so the row path normalises it; or
+    it starts or ends with whitespace beyond ASCII's, which ``str.strip`` also removes. Built from
+    this Python's own ``unicodedata``, which the row path uses, once per process (~0.15 s) and
+    only for a stretch that isn't ASCII.
+    """
+    maybe_changed: set[int] = {cp for block in _HANGUL_SECONDS for cp in block}
+    spaces: set[int] = set()
+    for cp in itertools.chain(*_NON_ASCII):
+        char = chr(cp)
+        if unicodedata.combining(char) or unicodedata.normalize("NFC", char) != char:
+            maybe_changed.add(cp)
+        decomposition = unicodedata.decomposition(char).split()
+        if len(decomposition) == 2 and not decomposition[0].startswith("<"):
+            maybe_changed.add(int(decomposition[1], 16))
+        if char.isspace():
+            spaces.add(cp)
+    space = _regex_class(spaces)
+    return f"{_regex_class(maybe_changed)}|^{space}|{space}$"
+
+
 def _flags(condition: pa.Array) -> np.ndarray:
     """A boolean Arrow array as numpy, null as False."""
     return pc.fill_null(condition, False).to_numpy(zero_copy_only=False)
@@ -97,25 +138,24 @@ def _stripped(text: pa.StringArray) -> pa.StringArray:
     return pc.utf8_trim(text, _WHITESPACE) if _IS_WHITESPACE[edges].any() else text
 
 
-def _text_ok(text: pa.StringArray, trimmed: pa.StringArray, max_chars: int, escaped: bool, is_ascii: bool) -> np.ndarray:
+def _text_ok(text: pa.StringArray, trimmed: pa.StringArray, max_chars: int, escaped: np.ndarray, is_ascii: bool) -> np.ndarray:
     """Per row, whether ``text`` (and ``trimmed``, its strip) is a plain valid text; see the module docstring."""
     ok = _flags(pc.is_valid(text))
     lengths = pc.utf8_length(text).to_numpy(zero_copy_only=False)  # in characters; null as 0
     ok &= (lengths > 0) & (lengths <= max_chars)
     if trimmed is not text:
         ok &= _flags(pc.greater(pc.utf8_length(trimmed), 0))
-    if escaped:  # what an escape decodes to: a control character (``\\f`` is one, and ``str.strip`` removes it)
-        ok &= ~_flags(pc.match_substring_regex(text, _CONTROL))
+    if escaped.any():  # what an escape decodes to: a control character (``\\f`` is one, and ``str.strip`` removes it)
+        ok[escaped] &= ~_flags(pc.match_substring_regex(text.filter(pa.array(escaped)), _CONTROL))
     if not is_ascii:
-        ok &= _flags(pc.equal(pc.utf8_normalize(text, "NFC"), text))  # else the row path's id normalises it
-        ok &= ~_flags(pc.match_substring_regex(trimmed, _UNICODE_SPACE_AT_AN_END))
+        ok &= ~_flags(pc.match_substring_regex(trimmed, _unvouched()))
     return ok
 
 
-def _checked(table: pa.Table, max_chars: int, escaped: bool, is_ascii: bool) -> tuple[np.ndarray, list[pa.Array]]:
+def _checked(table: pa.Table, max_chars: int, escaped: np.ndarray, is_ascii: bool) -> tuple[np.ndarray, list[pa.Array]]:
     """Per row, whether it is the plain valid case; and the stripped texts (prompt, chosen, rejected), right where it is.
 
-    ``escaped``: the stretch holds a backslash. ``is_ascii``: every text is ASCII.
+    ``escaped``: per row, whether its line holds a backslash. ``is_ascii``: every text is ASCII.
     """
     ok = np.ones(table.num_rows, dtype=bool)
     stripped = []
@@ -132,28 +172,35 @@ def _checked(table: pa.Table, max_chars: int, escaped: bool, is_ascii: bool) -> 
 #: JSON string bodies, chosen, prompt and rejected: Arrow joins it for every row at once.
 _CANONICAL = ('{"chosen":[{"content":"', '","role":"assistant"}],"prompt":[{"content":"',
               '","role":"user"}],"rejected":[{"content":"', '","role":"assistant"}]}')
-#: What JSON escapes in an ASCII text without other control characters (``_plain`` sent those to
+#: What JSON escapes in a text without other control characters (``_text_ok`` leaves those to
 #: the row path), in an order that escapes no escape twice: the backslash first.
 _ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
 _ID_BYTES = 8  # an id is the first 16 hex digits of the sha256
 
 
-def _json_body(text: pa.Array) -> pa.Array:
-    """``text`` as the inside of its JSON string: what ``json.dumps`` writes between the quotes."""
+def _json_body(text: pa.StringArray, escaped: np.ndarray) -> pa.StringArray:
+    """``text`` as the inside of its JSON string: what ``json.dumps`` writes between the quotes.
+
+    Only the ``escaped`` rows (whose line holds a backslash) can hold a character to escape.
+    """
+    if not escaped.any():
+        return text
+    mask = pa.array(escaped)
+    body = text.filter(mask)
     for char, escape in _ESCAPES:
-        text = pc.replace_substring(text, char, escape)
-    return text
+        body = pc.replace_substring(body, char, escape)
+    return pc.replace_with_mask(text, mask, body)
 
 
-def _content_ids(stripped: list[pa.Array], escaped: bool) -> pa.StringArray:
+def _content_ids(stripped: list[pa.Array], escaped: np.ndarray) -> pa.StringArray:
     """The content ids of the rows, equal to ``validate.content_id``'s.
 
     The canonical JSON is built by Arrow for all rows; what stays in Python is one sha256 a row
-    (~1 µs, most of it OpenSSL's per-hash setup). ``escaped``: the stretch holds a backslash, so a
-    text may hold a quote, backslash, newline, tab or carriage return; without one no text does.
+    (~1 µs, most of it OpenSSL's per-hash setup). ``escaped``: per row, whether its line holds a
+    backslash; a text of a row without one holds no quote, backslash, newline, tab or CR.
     The digests are joined and hex-encoded once instead of one ``hexdigest`` per row.
     """
-    prompt, chosen, rejected = (_json_body(a) for a in stripped) if escaped else stripped
+    prompt, chosen, rejected = (_json_body(a, escaped) for a in stripped)
     head, after_chosen, after_prompt, tail = _CANONICAL
     canonical = pc.binary_join_element_wise(head, chosen, after_chosen, prompt, after_prompt, rejected, tail, "")
     sha = hashlib.sha256
@@ -169,7 +216,7 @@ def _messages(role: str, content: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), pa.StructArray.from_arrays([roles, content], fields=list(MESSAGE_TYPE)))
 
 
-def _converted(table: pa.Table, stripped: list[pa.Array], lines: Sequence[int], escaped: bool, source_name: str,
+def _converted(table: pa.Table, stripped: list[pa.Array], lines: Sequence[int], escaped: np.ndarray, source_name: str,
                options: IngestOptions) -> Converted:
     """The plain rows of ``table`` (at ``lines``) as a converted batch."""
     ids = _content_ids(stripped, escaped)
@@ -203,7 +250,7 @@ def columnar_chunk(data: bytes, lines: int, source_name: str, options: IngestOpt
     table = _parse(data, lines, is_ascii)
     if table is None:
         return None
-    escaped = b"\\" in data
+    escaped = _escaped_rows(data, lines)
     ok, stripped = _checked(table, options.max_chars, escaped, is_ascii)
     rows = np.flatnonzero(ok)
     if not len(rows):
@@ -212,4 +259,13 @@ def columnar_chunk(data: bytes, lines: int, source_name: str, options: IngestOpt
         return _converted(table, stripped, range(1, lines + 1), escaped, source_name, options), rows[:0]
     keep = pa.array(rows)
     table, stripped = table.take(keep), [s.take(keep) for s in stripped]
-    return _converted(table, stripped, (rows + 1).tolist(), escaped, source_name, options), np.flatnonzero(~ok)
+    return _converted(table, stripped, (rows + 1).tolist(), escaped[rows], source_name, options), np.flatnonzero(~ok)
+
+
+def _escaped_rows(data: bytes, lines: int) -> np.ndarray:
+    """Per line of ``data``, whether it holds a backslash: where a text may hold what an escape decodes to."""
+    escaped = np.zeros(lines, dtype=bool)
+    if b"\\" in data:
+        array = np.frombuffer(data, np.uint8)
+        escaped[np.searchsorted(np.flatnonzero(array == ord("\n")), np.flatnonzero(array == ord("\\")))] = True
+    return escaped
