@@ -211,3 +211,25 @@ def test_odd_lines_scattered_over_stretches(tmp_path: Path, monkeypatch: pytest.
     assert len(chunks) > 10 and all(c is not None and len(c[1]) for c in chunks)
     assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1])
     assert both[True][2:] == both[False][2:] and both[True][5]["duplicate"] > 5 and len(both[True][5]) >= 5
+
+
+def test_what_the_regex_vouches_for_is_its_own_nfc_and_strip() -> None:
+    """A text the columnar path takes as it is (no match of its regex) must be its own NFC, and
+    ``str.strip`` must remove no more than ASCII whitespace: checked on random texts mixing
+    composable, combining, Hangul, compatibility and space characters with random BMP ones."""
+    import random
+    import unicodedata
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = random.Random(0)
+    pool = list("aeoAE u\u00e9\u0301\u0308\u0327\u0591\u0592\u1100\u1161\u11a8\uac00\u00a0\u3000\u2003\u2019\uf900\u212b\u0344\u0bbe\u0bc6 \t\n")
+    texts = ["".join(rng.choice(pool) if rng.random() < 0.8 else chr(rng.randrange(0x80, 0xD800)) for _ in range(rng.randint(1, 8)))
+             for _ in range(20_000)]
+    stripped = [t.strip(" \t\n\r") for t in texts]
+    vouched = pc.invert(pc.match_substring_regex(pa.array(stripped), columnar._unvouched())).to_pylist()
+    assert 1_000 < sum(vouched) < len(texts) - 1_000  # both outcomes exercised
+    for text, ascii_stripped, ok in zip(texts, stripped, vouched, strict=True):
+        if ok:
+            assert unicodedata.normalize("NFC", text) == text and text.strip() == ascii_stripped, ascii(text)
