@@ -8,8 +8,12 @@ path (counted), so the comparison is not the row path against itself.
 from __future__ import annotations
 
 import json
+import random
+import unicodedata
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -217,12 +221,6 @@ def test_what_the_regex_vouches_for_is_its_own_nfc_and_strip() -> None:
     """A text the columnar path takes as it is (no match of its regex) must be its own NFC, and
     ``str.strip`` must remove no more than ASCII whitespace: checked on random texts mixing
     composable, combining, Hangul, compatibility and space characters with random BMP ones."""
-    import random
-    import unicodedata
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     rng = random.Random(0)
     pool = list("aeoAE u\u00e9\u0301\u0308\u0327\u0591\u0592\u1100\u1161\u11a8\uac00\u00a0\u3000\u2003\u2019\uf900\u212b\u0344\u0bbe\u0bc6 \t\n")
     texts = ["".join(rng.choice(pool) if rng.random() < 0.8 else chr(rng.randrange(0x80, 0xD800)) for _ in range(rng.randint(1, 8)))
