@@ -1,6 +1,7 @@
 """Benchmark: synthetic TRL-standard string pairs (JSONL) -> Parquet, sc-data against its peers.
 
-Generates ``--rows`` pairs (prompt 55-85, answers 140-175 characters, every row distinct), then
+Generates ``--rows`` pairs (prompt 55-85, answers 140-175 characters, ASCII, every row distinct;
+or, with ``--texts``, a real set's pairs cycled: non-ASCII and escapes as they come), then
 times ``sc_data.ingest.ingest`` on them and reports pairs/s and the peak RSS of the process
 (``resource.getrusage``; on Linux ``ru_maxrss`` is in KiB; the largest parse worker's separately),
 the CPU seconds spent (a figure that, unlike wall time, doesn't depend on what else the machine
@@ -14,6 +15,7 @@ so every figure is a same-run ratio on a shared machine.
 Usage:
     python -m bench.ingest --rows 1000000 --out /tmp/sc-bench
     python -m bench.ingest --rows 250000 --out /tmp/sc-bench --peers --repeats 3
+    python -m bench.ingest --rows 250000 --out /tmp/sc-bench --peers --texts ../shared/data/paper/hh_rlhf_clean_gpt.jsonl
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ VERBS = ["borrow", "open", "move", "take", "hide", "copy", "unlock", "replace"]
 NOUNS = ["bicycle", "mailbox", "car", "laptop", "garden gnome", "package", "door", "password"]
 
 
-def generate(path: Path, rows: int, seed: int = 0) -> None:
-    """Write ``rows`` distinct TRL-standard pairs as JSONL."""
+def generate(path: Path, rows: int, seed: int = 0, texts: Path | None = None) -> None:
+    """Write ``rows`` distinct TRL-standard pairs as JSONL: from the templates, or cycling the pairs of ``texts``."""
+    if texts is not None:
+        _cycle(texts, path, rows)
+        return
     rng = random.Random(seed)
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(rows):
@@ -63,6 +68,17 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
                 "rejected": rng.choice(REJECTED).format(**values),
             }
             fh.write(json.dumps(record) + "\n")
+
+
+def _cycle(texts: Path, path: Path, rows: int) -> None:
+    """Real text: the (prompt, chosen, rejected) records of ``texts`` (a ``Human: `` prefix taken
+    off) over and over, each prompt made distinct by its row number, written as raw UTF-8."""
+    records = [json.loads(line) for line in texts.read_text("utf-8").splitlines() if line.strip()]
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(rows):
+            r = records[i % len(records)]
+            record = {"prompt": f"{r['prompt'].removeprefix('Human: ')} ({i})", "chosen": r["chosen"], "rejected": r["rejected"]}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def _cpu_seconds() -> float:
@@ -117,7 +133,7 @@ def peers(source: Path, out: Path, rows: int, repeats: int) -> dict[str, Any]:
     load = [round(os.getloadavg()[0], 2)]
     for _ in range(repeats):
         for tool in PEERS:
-            done = subprocess.run([sys.executable, "-m", "bench.ingest", "--worker", tool, "--out", str(out), "--rows", str(rows)],
+            done = subprocess.run([sys.executable, "-m", "bench.ingest", "--worker", tool, "--source", str(source), "--out", str(out)],
                                   capture_output=True, text=True, check=True)
             runs[tool].append(json.loads(done.stdout.strip().splitlines()[-1]))
             shutil.rmtree(out / "hf", ignore_errors=True)
@@ -142,16 +158,18 @@ def main() -> None:
     parser.add_argument("--sequential", action="store_true", help="one range at a time (no second thread, no worker processes)")
     parser.add_argument("--peers", action="store_true", help="also time pyarrow, datasets and polars, alternating")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of --peers")
+    parser.add_argument("--texts", type=Path, help="cycle the pairs of this JSONL (real text, e.g. the paper's set) instead of the templates")
     parser.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    source = args.out / f"trl_standard_{args.rows}.jsonl"
     if args.worker:
-        print(json.dumps(run_peer(args.worker, source, args.out)))
+        print(json.dumps(run_peer(args.worker, args.source, args.out)))
         return
+    source = args.out / (f"trl_{args.texts.stem}_{args.rows}.jsonl" if args.texts else f"trl_standard_{args.rows}.jsonl")
     if args.peers:
         args.out.mkdir(parents=True, exist_ok=True)
         if not source.exists():
-            generate(source, args.rows)
+            generate(source, args.rows, texts=args.texts)
         report = {**peers(source, args.out, args.rows, args.repeats), "cpus": os.cpu_count(), "python": platform.python_version(),
                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         print(json.dumps(report, indent=2))
@@ -165,7 +183,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if not source.exists():
         t0 = time.perf_counter()
-        generate(source, args.rows)
+        generate(source, args.rows, texts=args.texts)
         print(f"generated {args.rows:,} pairs in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     load_before = round(os.getloadavg()[0], 2)
     cpu_before = _cpu_seconds()
