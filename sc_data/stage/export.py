@@ -177,6 +177,7 @@ def export(
             # matplotlib holds the GIL, Parquet encoding does not: the plots render while the shards are written.
             pngs = pool.submit(_plot, table, parts, tmp / "plots") if config.plots else None
             files = _write_parts(table, tmp, parts, config)
+            info = dataset_info(tmp, configs(parts), files)  # re-reads the shards, also while the plots render
             write_parquet(rejects, tmp / REJECTS)
             files.append(file_entry(tmp, REJECTS, rejects.num_rows, kind="rejects"))
             plots = [png.relative_to(tmp).as_posix() for png in (pngs.result() if pngs else [])]
@@ -199,7 +200,6 @@ def export(
             **{k: upstream[k] for k in ("decontamination",) if k in upstream},  # what `decontaminate` checked
         )
         write_manifest(manifest, tmp / STAGED_MANIFEST)
-        info = dataset_info(tmp, configs(parts), files)
         write_text(render_card(manifest, table, parts, plots, dataset_info=info), tmp / CARD)
     return ExportResult(output=output, rows_out=counts["rows_out"], files=files)
 
