@@ -47,7 +47,6 @@ class Converted:
         lines = self.lines
         self.lines = range(lines.start + offset, lines.stop + offset) if isinstance(lines, range) else [line + offset for line in lines]
 
-
     def relined(self, numbers: Sequence[int]) -> None:
         """Renumber the rows and rejects: line ``k`` (1-based) becomes ``numbers[k - 1]``."""
         self.rejects = [(where, numbers[line - 1], *rest) for where, line, *rest in self.rejects]
@@ -57,7 +56,8 @@ class Converted:
 def merged(parts: Sequence[Converted]) -> Converted:
     """Converted parts of one stretch, each with its own lines, as one batch: rows and rejects in line order."""
     lines = np.concatenate([np.asarray(p.lines, dtype=np.int64) for p in parts])
-    order = pa.array(np.argsort(lines, kind="stable"))
+    in_order = np.argsort(lines, kind="stable")
+    order = pa.array(in_order)
     batches = [p.pairs for p in parts if p.pairs is not None]
     pairs = pa.concat_batches(batches).take(order) if batches else None
 
@@ -69,7 +69,7 @@ def merged(parts: Sequence[Converted]) -> Converted:
     same = all(p.ids is p.contents or list(p.ids) == list(p.contents) for p in parts)
     contents = ids if same else joined(lambda p: p.contents)
     rejects = sorted((r for p in parts for r in p.rejects), key=lambda r: r[1] or 0)
-    return Converted(pairs, rejects, lines[np.argsort(lines, kind="stable")].tolist(), ids, contents)
+    return Converted(pairs, rejects, lines[in_order].tolist(), ids, contents)
 
 
 def convert_batch(batch: RawBatch, convert: Converter, options: IngestOptions, where: str) -> Converted:
