@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from sc_data.ingest import columnar, ingest, parallel
+from sc_data.ingest import columnar, ingest, ingest_tables, parallel
 from sc_data.ingest.config import DEFAULT_MAX_CHARS
 
 REPO = Path(__file__).parents[2]
@@ -231,3 +231,32 @@ def test_what_the_regex_vouches_for_is_its_own_nfc_and_strip() -> None:
     for text, ascii_stripped, ok in zip(texts, stripped, vouched, strict=True):
         if ok:
             assert unicodedata.normalize("NFC", text) == text and text.strip() == ascii_stripped, ascii(text)
+
+
+#: Text pieces for random rows: plain, escaped, control, non-ASCII, composable, combining, spaces, astral.
+PIECES = ["ab", " ", "Z.", "?", '"', "\\", "/", "\t", "\n", "\r", "\x00", "\x01", "\x0b", "\x0c", "\x1c", "\x7f", "é", "e\u0301",
+          "\u0301", "\u00a0", "\u3000", "\u2028", "\u1100\u1161", "\uac00", "\U0001f600", "\ufeff", "\u0591\u0592", "\uf900", "Å"]
+
+
+def test_random_rows_both_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random TRL rows from the pieces above, written raw or ``\\u``-escaped: the columnar path (row by row, with
+    the row path for what it leaves) gives exactly the row path's pairs and rejects, file after file."""
+    rng = random.Random(0)
+    taken = left = 0
+    for trial in range(120):
+        def text() -> str:
+            return "".join(rng.choice(PIECES) if rng.random() < 0.25 else "ab" for _ in range(rng.randint(0, 6)))
+
+        rows = [{"prompt": f"{text()}q{i}", "chosen": f"{text()}c", "rejected": text() + rng.choice(["c", "r", ""])} for i in range(rng.randint(1, 30))]
+        src = tmp_path / f"{trial}.jsonl"
+        src.write_bytes(("\n".join(json.dumps(r, ensure_ascii=rng.random() < 0.3) for r in rows) + "\n").encode())
+        chunks = _recorded(monkeypatch, "columnar_chunk")
+        out = {}
+        for enabled in (True, False):
+            monkeypatch.setattr(columnar, "ENABLED", enabled)
+            out[enabled] = ingest_tables([src], format="trl")
+        assert out[True][0].equals(out[False][0]) and out[True][1].equals(out[False][1]), src.read_bytes()
+        taken += sum(c is not None for c in chunks)
+        left += sum(len(c[1]) for c in chunks if c is not None)
+        monkeypatch.undo()
+    assert taken > 60 and left > 100  # the columnar path engaged, and left rows to the row path
