@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from sc_data.errors import InputError
 from sc_data.io import atomic_path
@@ -66,6 +67,7 @@ def _histogram(table: pa.Table, path: Path) -> Path:
     if held.any():
         ax.hist(difficulty[held], bins=bins, histtype="step", color="black", label="test/dev")
     ax.set(xlabel="difficulty (0 = easiest)", ylabel="pairs", title="Difficulty by tier")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no "3.5 pairs" tick on a small set
     ax.legend(fontsize="small")
     return save_png(fig, path)
 
