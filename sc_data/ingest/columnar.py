@@ -2,15 +2,16 @@
 
 The row path (:mod:`sc_data.ingest.convert`) spends ~18 µs of Python per pair; a byte scan (or
 pyarrow's JSON reader, for a stretch with escapes) and vectorised checks do the common case in a
-fraction of that. The columnar path takes a stretch of lines only when every row is the plain case
-whose result it can compute exactly: ``{"prompt", "chosen", "rejected"}`` strings and nothing
+fraction of that. The columnar path computes a row itself only when it is the plain case whose
+result it can compute exactly: ``{"prompt", "chosen", "rejected"}`` strings and nothing
 else, no blank line, valid UTF-8 text without a character NFC may change (so it is its own NFC)
 and without control characters but tab, newline and CR, that starts and ends with no whitespace
 beyond ASCII's (so ``str.strip`` is a trim of four characters), every text within ``max_chars``,
-non-empty after stripping, and two different answers. Anything else (a parse error, a null, an
-extra column, a row that fails a check) sends the whole stretch to the row path, which gives each
-bad row its exact line, field and reason. Either way the pairs, ids and rejects are the same; a
-test compares the two paths on every JSONL input of the test corpus and on the real data.
+non-empty after stripping, and two different answers. A row that fails a check goes alone to the
+row path, which gives its exact line, field and reason, and is merged back in line order; a
+stretch that isn't one record of the three string keys a line (a parse error, an extra column, a
+non-string value) goes to the row path whole. Either way the pairs, ids and rejects are the same;
+tests compare the two paths on every JSONL input of the test corpus, on random rows and on real data.
 """
 
 from __future__ import annotations
@@ -58,16 +59,17 @@ def applies(fmt: str, options: IngestOptions) -> bool:
     return ENABLED and fmt == "trl" and not options.column_map
 
 
-def _parse(data: bytes, lines: int, is_ascii: bool) -> pa.Table | None:
+def _parse(data: bytes, lines: int, controls: np.ndarray, is_ascii: bool) -> pa.Table | None:
     """The stretch of ``lines`` lines as a (prompt, chosen, rejected) table, or None when it is not one plain record per line.
 
     Without a backslash no string holds an escape and the byte scan (:mod:`sc_data.ingest.scan`)
     reads it; with one, or when the scan finds a line it doesn't take, pyarrow's JSON reader.
-    ``is_ascii``: every text is ASCII (see :func:`columnar_chunk`), so valid UTF-8 without checking.
+    ``controls``: where the stretch's bytes below 32 are (a table comes back only if they are
+    just its newlines). ``is_ascii``: every text is ASCII (see :func:`columnar_chunk`), so valid
+    UTF-8 without checking.
     """
     if not data:
         return None
-    controls = np.flatnonzero(np.frombuffer(data, np.uint8) < 32)  # numpy, unlike bytes' own searches, lets go of the GIL
     if len(controls) != lines - (0 if data.endswith(b"\n") else 1):
         return None  # a control character besides the newlines
     if controls[:1].tolist() == [0] or np.any(np.diff(controls) == 1):
@@ -247,10 +249,11 @@ def columnar_chunk(data: bytes, lines: int, source_name: str, options: IngestOpt
     reads it all.
     """
     is_ascii = data.isascii() and b"\\u" not in data  # no byte above 127, no escape that decodes to one
-    table = _parse(data, lines, is_ascii)
+    controls = np.flatnonzero(np.frombuffer(data, np.uint8) < 32)  # numpy, unlike bytes' own searches, lets go of the GIL
+    table = _parse(data, lines, controls, is_ascii)
     if table is None:
         return None
-    escaped = _escaped_rows(data, lines)
+    escaped = _escaped_rows(data, lines, newlines=controls)
     ok, stripped = _checked(table, options.max_chars, escaped, is_ascii)
     rows = np.flatnonzero(ok)
     if not len(rows):
@@ -262,10 +265,9 @@ def columnar_chunk(data: bytes, lines: int, source_name: str, options: IngestOpt
     return _converted(table, stripped, (rows + 1).tolist(), escaped[rows], source_name, options), np.flatnonzero(~ok)
 
 
-def _escaped_rows(data: bytes, lines: int) -> np.ndarray:
-    """Per line of ``data``, whether it holds a backslash: where a text may hold what an escape decodes to."""
+def _escaped_rows(data: bytes, lines: int, newlines: np.ndarray) -> np.ndarray:
+    """Per line of ``data`` (ending at ``newlines``), whether it holds a backslash: where a text may hold what an escape decodes to."""
     escaped = np.zeros(lines, dtype=bool)
     if b"\\" in data:
-        array = np.frombuffer(data, np.uint8)
-        escaped[np.searchsorted(np.flatnonzero(array == ord("\n")), np.flatnonzero(array == ord("\\")))] = True
+        escaped[np.searchsorted(newlines, np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\\")))] = True
     return escaped
