@@ -10,7 +10,7 @@ beyond ASCII's (so ``str.strip`` is a trim of four characters), every text withi
 non-empty after stripping, and two different answers. A row that fails a check goes alone to the
 row path, which gives its exact line, field and reason, and is merged back in line order; a
 stretch that isn't one record of the three string keys a line (a parse error, an extra column, a
-non-string value) goes to the row path whole. Either way the pairs, ids and rejects are the same;
+non-string value) is refused whole, and the caller halves it (``parallel._halves``). Either way the pairs, ids and rejects are the same;
 tests compare the two paths on every JSONL input of the test corpus, on random rows and on real data.
 """
 
@@ -241,6 +241,18 @@ def _converted(table: pa.Table, stripped: list[pa.Array], lines: Sequence[int], 
     return Converted(batch, [], lines, ids, ids)
 
 
+def _bytes_seen(data: bytes) -> tuple[bool, np.ndarray]:
+    """Whether every text is ASCII (no byte above 127, no escape that decodes to one), and where the bytes below 32 are."""
+    is_ascii = data.isascii() and b"\\u" not in data
+    return is_ascii, np.flatnonzero(np.frombuffer(data, np.uint8) < 32)  # numpy, unlike bytes' own searches, lets go of the GIL
+
+
+def parses(line: bytes) -> bool:
+    """Whether ``line`` alone is one plain record (what :func:`columnar_chunk` first asks of every line), its texts unchecked."""
+    is_ascii, controls = _bytes_seen(line)
+    return _parse(line, 1, controls, is_ascii) is not None
+
+
 def columnar_chunk(data: bytes, lines: int, source_name: str, options: IngestOptions) -> tuple[Converted, np.ndarray] | None:
     """One stretch of ``lines`` whole lines: its plain rows converted (lines 1-based within it), and
     the 0-based indices of the lines left to the row path (each fails a check, whose reason, line
@@ -248,8 +260,7 @@ def columnar_chunk(data: bytes, lines: int, source_name: str, options: IngestOpt
     a text not in NFC). None: not one plain record a line, or not one plain row; the row path
     reads it all.
     """
-    is_ascii = data.isascii() and b"\\u" not in data  # no byte above 127, no escape that decodes to one
-    controls = np.flatnonzero(np.frombuffer(data, np.uint8) < 32)  # numpy, unlike bytes' own searches, lets go of the GIL
+    is_ascii, controls = _bytes_seen(data)
     table = _parse(data, lines, controls, is_ascii)
     if table is None:
         return None

@@ -260,3 +260,56 @@ def test_random_rows_both_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         left += sum(len(c[1]) for c in chunks if c is not None)
         monkeypatch.undo()
     assert taken > 60 and left > 100  # the columnar path engaged, and left rows to the row path
+
+
+def _row_path_lines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Lines handed to ``parallel._row_path``, call by call, while the test runs."""
+    handed: list[int] = []
+    real = parallel._row_path
+
+    def record(data: bytes, *args, **kwargs):
+        handed.append(data.count(b"\n") + (not data.endswith(b"\n")))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(parallel, "_row_path", record)
+    return handed
+
+
+@pytest.mark.parametrize("at", [0, 333, 600])
+@pytest.mark.parametrize("case", sorted(WHOLE_STRETCH))
+def test_a_refused_stretch_is_halved_around_its_odd_line(case: str, at: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line that makes the columnar path refuse a stretch (a parse error, an extra key, ...), first, inside or last,
+    leaves the row path a piece of fewer than ``2 * MIN_PIECE_LINES`` lines around it, not the stretch; the result is the row path's."""
+    monkeypatch.setattr(parallel, "MIN_PIECE_LINES", 8)
+    plain = [json.dumps({"prompt": f"Question {i}?", "chosen": f"No, {i}.", "rejected": f"Yes, {i}."}) for i in range(600)]
+    src = _write(tmp_path / f"{case}.jsonl", [*plain[:at], ODD_LINES[case], *plain[at:]])
+    handed = _row_path_lines(monkeypatch)
+    both = _both(tmp_path, [src], monkeypatch)
+    assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1]) and both[True][2:] == both[False][2:]
+    assert len(handed) == 1 and handed[0] < 16  # (with the columnar path off, the row path doesn't read by ranges)
+
+
+def test_odd_lines_in_both_halves_are_still_confined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Odd lines in both halves, then in both quarters of one: each is still confined to a small piece."""
+    monkeypatch.setattr(parallel, "MIN_PIECE_LINES", 8)
+    lines = [json.dumps({"prompt": f"Question {i}?", "chosen": f"No, {i}.", "rejected": f"Yes, {i}."}) for i in range(1000)]
+    for at, case in ((100, "bad_json"), (700, "category"), (760, "number")):
+        lines.insert(at, ODD_LINES[case])
+    src = _write(tmp_path / "three_odd.jsonl", lines)
+    handed = _row_path_lines(monkeypatch)
+    both = _both(tmp_path, [src], monkeypatch)
+    assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1]) and both[True][2:] == both[False][2:]
+    assert both[True][1].column("line").to_pylist() == [101, 761]  # the category line is a valid pair
+    assert sum(handed) < 3 * 16
+
+
+def test_a_stretch_of_odd_lines_is_not_halved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every line with an extra column: its first, middle and last line are refused alone, so the row path reads the
+    stretch whole after the one refused attempt, without halving it."""
+    monkeypatch.setattr(parallel, "MIN_PIECE_LINES", 8)
+    lines = [json.dumps({"prompt": f"Q {i}?", "chosen": f"No, {i}.", "rejected": f"Yes, {i}.", "category": "privacy"}) for i in range(1000)]
+    src = _write(tmp_path / "all_odd.jsonl", lines)
+    chunks = _recorded(monkeypatch, "columnar_chunk")
+    both = _both(tmp_path, [src], monkeypatch)
+    assert both[True][0].equals(both[False][0]) and both[True][2:] == both[False][2:] and both[True][3] == 1000
+    assert chunks == [None]
