@@ -16,6 +16,7 @@ Usage:
     python -m bench.ingest --rows 1000000 --out /tmp/sc-bench
     python -m bench.ingest --rows 250000 --out /tmp/sc-bench --peers --repeats 3
     python -m bench.ingest --rows 250000 --out /tmp/sc-bench --peers --texts ../shared/data/paper/hh_rlhf_clean_gpt.jsonl
+    python -m bench.ingest --rows 1000000 --out /tmp/sc-bench --odd-every 50000 --keep
 """
 
 from __future__ import annotations
@@ -53,10 +54,15 @@ VERBS = ["borrow", "open", "move", "take", "hide", "copy", "unlock", "replace"]
 NOUNS = ["bicycle", "mailbox", "car", "laptop", "garden gnome", "package", "door", "password"]
 
 
-def generate(path: Path, rows: int, seed: int = 0, texts: Path | None = None) -> None:
-    """Write ``rows`` distinct TRL-standard pairs as JSONL: from the templates, or cycling the pairs of ``texts``."""
+#: The malformed line ``--odd-every`` puts among the pairs: a record cut short (a parse error).
+TRUNCATED = '{"prompt": "How do I cut this record sh\n'
+
+
+def generate(path: Path, rows: int, seed: int = 0, texts: Path | None = None, odd_every: int = 0) -> None:
+    """Write ``rows`` distinct TRL-standard pairs as JSONL: from the templates, or cycling the pairs of ``texts``;
+    with ``odd_every``, a :data:`TRUNCATED` line after every ``odd_every`` pairs."""
     if texts is not None:
-        _cycle(texts, path, rows)
+        _cycle(texts, path, rows, odd_every)
         return
     rng = random.Random(seed)
     with open(path, "w", encoding="utf-8") as fh:
@@ -67,10 +73,10 @@ def generate(path: Path, rows: int, seed: int = 0, texts: Path | None = None) ->
                 "chosen": rng.choice(CHOSEN).format(**values),
                 "rejected": rng.choice(REJECTED).format(**values),
             }
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps(record) + "\n" + (TRUNCATED if odd_every and (i + 1) % odd_every == 0 else ""))
 
 
-def _cycle(texts: Path, path: Path, rows: int) -> None:
+def _cycle(texts: Path, path: Path, rows: int, odd_every: int) -> None:
     """Real text: the (prompt, chosen, rejected) records of ``texts`` (a ``Human: `` prefix taken
     off) over and over, each prompt made distinct by its row number, written as raw UTF-8."""
     records = [json.loads(line) for line in texts.read_text("utf-8").splitlines() if line.strip()]
@@ -78,7 +84,7 @@ def _cycle(texts: Path, path: Path, rows: int) -> None:
         for i in range(rows):
             r = records[i % len(records)]
             record = {"prompt": f"{r['prompt'].removeprefix('Human: ')} ({i})", "chosen": r["chosen"], "rejected": r["rejected"]}
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n" + (TRUNCATED if odd_every and (i + 1) % odd_every == 0 else ""))
 
 
 def _cpu_seconds() -> float:
@@ -159,17 +165,22 @@ def main() -> None:
     parser.add_argument("--peers", action="store_true", help="also time pyarrow, datasets and polars, alternating")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of --peers")
     parser.add_argument("--texts", type=Path, help="cycle the pairs of this JSONL (real text, e.g. the paper's set) instead of the templates")
+    parser.add_argument("--odd-every", type=int, default=0, metavar="N",
+                        help="a malformed line (a record cut short) after every N pairs: what the row path must read, and only around it")
     parser.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peers and args.odd_every:
+        parser.error("--odd-every with --peers: the peers stop at the first malformed line")
     if args.worker:
         print(json.dumps(run_peer(args.worker, args.source, args.out)))
         return
-    source = args.out / (f"trl_{args.texts.stem}_{args.rows}.jsonl" if args.texts else f"trl_standard_{args.rows}.jsonl")
+    odd = f"_odd{args.odd_every}" if args.odd_every else ""
+    source = args.out / (f"trl_{args.texts.stem}_{args.rows}{odd}.jsonl" if args.texts else f"trl_standard_{args.rows}{odd}.jsonl")
     if args.peers:
         args.out.mkdir(parents=True, exist_ok=True)
         if not source.exists():
-            generate(source, args.rows, texts=args.texts)
+            generate(source, args.rows, texts=args.texts, odd_every=args.odd_every)
         report = {**peers(source, args.out, args.rows, args.repeats), "cpus": os.cpu_count(), "python": platform.python_version(),
                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         print(json.dumps(report, indent=2))
@@ -183,7 +194,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if not source.exists():
         t0 = time.perf_counter()
-        generate(source, args.rows, texts=args.texts)
+        generate(source, args.rows, texts=args.texts, odd_every=args.odd_every)
         print(f"generated {args.rows:,} pairs in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     load_before = round(os.getloadavg()[0], 2)
     cpu_before = _cpu_seconds()

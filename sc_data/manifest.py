@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 import sc_data
 from sc_data.errors import InputError
 from sc_data.io import sha256_file, write_json
@@ -64,9 +66,26 @@ def new_manifest(
     }
 
 
+def _as_json(value: Any) -> Any:
+    """What JSON holds for a value it has no type for: a path as its text, a numpy scalar as its number.
+
+    WHY not ``default=str``: it writes whatever else comes (a numpy array, an object) as a string,
+    so a count built with numpy read ``"rows_in": "1000000"`` and no check noticed; here it is an error.
+    """
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic) and isinstance(item := value.item(), (bool, int, float, str)):
+        return item
+    raise TypeError(f"a manifest can't hold {type(value).__name__} {value!r}")
+
+
 def write_manifest(manifest: dict[str, Any], path: str | Path) -> Path:
-    """Write ``manifest`` atomically; values JSON can't hold (paths, numpy scalars) become strings."""
-    write_json(json.loads(json.dumps(manifest, default=str)), path)
+    """Write ``manifest`` atomically; a path is written as its text, a numpy scalar as its number.
+
+    Raises:
+        TypeError: a value JSON has no place for (a bug in the step that built the manifest).
+    """
+    write_json(json.loads(json.dumps(manifest, default=_as_json)), path)
     return Path(path)
 
 

@@ -41,3 +41,21 @@ def test_parquet_round_trip_and_hash(tmp_path) -> None:
     assert pq.read_table(tmp_path / "t.parquet").equals(table)
     expected = hashlib.sha256((tmp_path / "t.json").read_bytes()).hexdigest()
     assert io_mod.sha256_file(tmp_path / "t.json") == expected
+
+
+def test_manifest_holds_numbers_as_numbers_and_refuses_what_json_cannot_hold(tmp_path) -> None:
+    """A numpy count is written as a JSON number and a path as its text; anything else is an error, and nothing is written."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from sc_data.manifest import write_manifest
+
+    path = write_manifest({"counts": {"rows_in": np.int64(7), "share": np.float32(0.5), "any": np.bool_(True)}, "out": Path("a/b")},
+                          tmp_path / "m.json")
+    assert json.loads(path.read_text()) == {"counts": {"rows_in": 7, "share": 0.5, "any": True}, "out": "a/b"}
+    for bad in (np.arange(3), object(), {1, 2}):
+        with pytest.raises(TypeError, match="can't hold"):
+            write_manifest({"counts": {"rows_in": bad}}, tmp_path / "bad.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]

@@ -290,17 +290,18 @@ def test_a_refused_stretch_is_halved_around_its_odd_line(case: str, at: int, tmp
 
 
 def test_odd_lines_in_both_halves_are_still_confined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Odd lines in both halves, then in both quarters of one: each is still confined to a small piece."""
+    """Odd lines in both halves, then in both quarters of one: each is still confined to a small piece (and a row-level
+    odd line inside a piece the columnar path takes goes to the row path alone, renumbered through both levels)."""
     monkeypatch.setattr(parallel, "MIN_PIECE_LINES", 8)
     lines = [json.dumps({"prompt": f"Question {i}?", "chosen": f"No, {i}.", "rejected": f"Yes, {i}."}) for i in range(1000)]
-    for at, case in ((100, "bad_json"), (700, "category"), (760, "number")):
+    for at, case in ((100, "bad_json"), (300, "identical"), (700, "category"), (760, "number")):
         lines.insert(at, ODD_LINES[case])
     src = _write(tmp_path / "three_odd.jsonl", lines)
     handed = _row_path_lines(monkeypatch)
     both = _both(tmp_path, [src], monkeypatch)
     assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1]) and both[True][2:] == both[False][2:]
-    assert both[True][1].column("line").to_pylist() == [101, 761]  # the category line is a valid pair
-    assert sum(handed) < 3 * 16
+    assert both[True][1].column("line").to_pylist() == [101, 301, 761]  # the category line is a valid pair
+    assert sum(handed) < 3 * 16 + 1  # the identical answers: a row the columnar path leaves alone to the row path
 
 
 def test_a_stretch_of_odd_lines_is_not_halved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
