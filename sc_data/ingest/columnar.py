@@ -38,9 +38,9 @@ ENABLED = True
 
 _COLUMNS = ("prompt", "chosen", "rejected")
 _PARSE = pj.ParseOptions(explicit_schema=pa.schema([(c, pa.string()) for c in _COLUMNS]), unexpected_field_behavior="error")
-#: Blocks of 1 MiB, on the calling thread: faster than one 16 MiB block (it stays in cache); the
-#: second core already parses the next stretch (``parallel.LOOKAHEAD``), and Arrow's own threads on
-#: top of that measured slower on two cores.
+#: Blocks of 1 MiB, on the calling thread: faster than one 16 MiB block (it stays in cache); Arrow's
+#: own threads measured slower on two cores, where the other core runs the Parquet writer, the
+#: input's hash and, with cores to spare, the next stretch (``parallel.ranges_in_flight``).
 _READ = pj.ReadOptions(block_size=2**20, use_threads=False)
 #: Control characters the fast path leaves to the row path (JSON escapes them as \\u00XX; NUL is a reject).
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"

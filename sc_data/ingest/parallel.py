@@ -7,9 +7,9 @@ compute, and a range it refuses outright (a line that isn't one plain record) is
 row path reads only a small piece around each such line. Results come back in file
 order with line numbers made global, so the output, the rejects and the counts are the same as the
 row-by-row reader's. How the ranges are spread over the cores was chosen by measurement (2-core
-dev VM, bench/RESULTS.md): a format the columnar path reads runs two ranges at once on threads (its
-Arrow kernels release the GIL; fork workers, which ship every batch back through a pipe, were
-slower); a format read row by row (HH-RLHF transcripts) runs in forked worker processes when the
+dev VM, bench/RESULTS.md): a format the columnar path reads runs on threads, two ranges at once
+when cores are free (:func:`ranges_in_flight`; its Arrow kernels release the GIL; fork workers,
+which ship every batch back through a pipe, were slower); a format read row by row (HH-RLHF transcripts) runs in forked worker processes when the
 file is at least :data:`MIN_PARALLEL_BYTES`, there is more than one CPU, Linux (fork), and a core is
 free (1.4x faster than one process at load 1.5; 1.13-1.46x slower at load >= 2.6).
 What needs every row seen so far (duplicate ids, ``dedup``) runs in the parent over the returned
@@ -40,7 +40,8 @@ from sc_data.ingest.readers import DEFAULT_BATCH, _jsonl_batches
 
 MIN_PARALLEL_BYTES = 64 * 2**20
 CHUNK_BYTES = 16 * 2**20
-#: Byte ranges in flight on threads when no worker processes run (memory: this many ranges).
+#: Byte ranges in flight on threads at most when no worker processes run (memory: this many
+#: ranges); :func:`ranges_in_flight` chooses how many.
 LOOKAHEAD = 2
 #: A refused stretch is halved down to pieces of at least this many lines (:func:`_halves`).
 MIN_PIECE_LINES = 256
@@ -164,17 +165,23 @@ def _odd_lines(data: bytes, odd: np.ndarray, fmt: str, source_name: str, options
     return part
 
 
-def _ahead(fn: Callable[[T], R], tasks: list[T], pool: ThreadPoolExecutor) -> Iterator[R]:
-    """``map(fn, tasks)`` in order, with up to :data:`LOOKAHEAD` tasks running on ``pool``'s threads.
+def ranges_in_flight() -> int:
+    """Ranges to parse at once on threads: :data:`LOOKAHEAD` when at least three cores are free, else one.
 
-    The columnar path is mostly Arrow kernels that release the GIL (parse, checks, the message
-    columns) and one Python pass (the ids) that holds it: two stretches in flight overlap the one
-    with the other, and the Parquet writer's thread, on the second core.
+    WHY: a range in flight overlaps its Arrow and numpy work (which release the GIL) with another
+    range's Python id pass, but the Parquet writer's and the input hash's threads already take a
+    core. On the 2-core VM (bench/RESULTS.md), since the byte scan made the parse cheap, a second
+    range measured no faster (0.80-1.02x, 250k to 4M pairs) at 120 MiB more memory.
     """
+    return LOOKAHEAD if workers() - os.getloadavg()[0] >= 2.5 else 1
+
+
+def _ahead(fn: Callable[[T], R], tasks: list[T], pool: ThreadPoolExecutor, in_flight: int) -> Iterator[R]:
+    """``map(fn, tasks)`` in order, with up to ``in_flight`` tasks running on ``pool``'s threads."""
     pending: deque[Future[R]] = deque()
     for task in tasks:
         pending.append(pool.submit(fn, task))
-        if len(pending) >= LOOKAHEAD:
+        if len(pending) >= in_flight:
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
@@ -198,7 +205,8 @@ def range_batches(path: Path, fmt: str, source_name: str, spec: str, options: In
             pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers()))
             results: Iterator[ChunkResult] = pool.imap(_worker_chunk, tasks)
         else:
-            results = _ahead(_parse_chunk, tasks, stack.enter_context(ThreadPoolExecutor(LOOKAHEAD, "sc-ingest-parse")))
+            in_flight = ranges_in_flight()
+            results = _ahead(_parse_chunk, tasks, stack.enter_context(ThreadPoolExecutor(in_flight, "sc-ingest-parse")), in_flight)
         offset = 0
         for lines, converted_batches in results:
             for converted, records in converted_batches:

@@ -25,11 +25,12 @@ def test_chunk_bounds_cover_the_file_at_line_ends(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(parallel.workers() < 2, reason="needs two CPUs")
-@pytest.mark.parametrize("which", ["trl_bad", "hh"], ids=["trl-on-threads", "hh-in-fork-workers"])
-def test_ranges_match_one_pass(which: str, bad_corpus: Path, shared_data: Path, tmp_path: Path,
+@pytest.mark.parametrize(("which", "in_flight"), [("trl_bad", 1), ("trl_bad", 2), ("hh", 1)],
+                         ids=["trl-on-a-thread", "trl-two-ranges-on-threads", "hh-in-fork-workers"])
+def test_ranges_match_one_pass(which: str, in_flight: int, bad_corpus: Path, shared_data: Path, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ranges give the one-pass row reader's pairs, rejects and counts: the TRL format's two at a
-    time on threads (columnar, or the row path for a range with a bad line), HH transcripts' in
+    """Ranges give the one-pass row reader's pairs, rejects and counts: the TRL format's on threads,
+    one or two at a time (columnar, or the row path for a range with a bad line), HH transcripts' in
     fork workers (forced here whatever the load)."""
     source = bad_corpus if which == "trl_bad" else _hh_with_bad_lines(shared_data, tmp_path)
     assert len(parallel.chunk_bounds(source, 300)) > 4
@@ -41,6 +42,7 @@ def test_ranges_match_one_pass(which: str, bad_corpus: Path, shared_data: Path, 
     spreads: list[bool] = []  # the processes argument of each range_batches call
     monkeypatch.setattr(parallel, "CHUNK_BYTES", 300)  # several bad lines, each in its own range
     monkeypatch.setattr(parallel, "worth_it", lambda *args: forked.append(True) or True)
+    monkeypatch.setattr(parallel, "ranges_in_flight", lambda: in_flight)
     monkeypatch.setattr(parallel, "range_batches", functools.partial(_spy, parallel.range_batches, spreads))
     ranged = ingest([source], tmp_path / "ranged.parquet")
     assert spreads == [which == "hh"] and bool(forked) == (which == "hh")
@@ -54,6 +56,14 @@ def _spy(range_batches: Any, spreads: list[bool], *args: Any, processes: bool, *
     """``range_batches``, recording whether it was asked for worker processes."""
     spreads.append(processes)
     return range_batches(*args, processes=processes, **kwargs)
+
+
+@pytest.mark.parametrize(("cpus", "load", "expected"), [(2, 0.0, 1), (2, 1.5, 1), (4, 1.0, 2), (4, 1.6, 1), (16, 3.0, 2)])
+def test_a_second_range_in_flight_only_with_three_cores_free(cpus: int, load: float, expected: int,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "workers", lambda: cpus)
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (load, load, load))
+    assert parallel.ranges_in_flight() == expected
 
 
 def test_a_small_file_is_not_worth_workers(bad_corpus: Path) -> None:
