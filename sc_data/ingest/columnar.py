@@ -10,8 +10,9 @@ beyond ASCII's (so ``str.strip`` is a trim of four characters), every text withi
 non-empty after stripping, and two different answers. A row that fails a check goes alone to the
 row path, which gives its exact line, field and reason, and is merged back in line order; a
 stretch that isn't one record of the three string keys a line (a parse error, an extra column, a
-non-string value) is refused whole, and the caller halves it (``parallel._halves``). Either way the pairs, ids and rejects are the same;
-tests compare the two paths on every JSONL input of the test corpus, on random rows and on real data.
+non-string value) is refused whole, and the caller halves it (``parallel._halves``). Either way
+the pairs, ids and rejects are the same; tests compare the two paths on every JSONL input of the
+test corpus, on random rows and on real data.
 """
 
 from __future__ import annotations
@@ -257,8 +258,8 @@ def columnar_chunk(data: bytes, lines: int, source_name: str, options: IngestOpt
     """One stretch of ``lines`` whole lines: its plain rows converted (lines 1-based within it), and
     the 0-based indices of the lines left to the row path (each fails a check, whose reason, line
     and field the row path gives; or it is a valid pair the columnar path can't compute, such as
-    a text not in NFC). None: not one plain record a line, or not one plain row; the row path
-    reads it all.
+    a text not in NFC; with none plain, every line). None: not one plain record a line (the
+    caller halves the stretch, ``parallel._halves``).
     """
     is_ascii, controls = _bytes_seen(data)
     table = _parse(data, lines, controls, is_ascii)
@@ -267,8 +268,6 @@ def columnar_chunk(data: bytes, lines: int, source_name: str, options: IngestOpt
     escaped = _escaped_rows(data, lines, newlines=controls)
     ok, stripped = _checked(table, options.max_chars, escaped, is_ascii)
     rows = np.flatnonzero(ok)
-    if not len(rows):
-        return None
     if len(rows) == len(ok):
         return _converted(table, stripped, range(1, lines + 1), escaped, source_name, options), rows[:0]
     keep = pa.array(rows)

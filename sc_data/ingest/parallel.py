@@ -4,16 +4,16 @@ A plain (uncompressed) JSONL file is cut into byte ranges at line boundaries; ea
 through the columnar path (:mod:`sc_data.ingest.columnar`) when its format allows, else through
 the row path, into finished Arrow batches. The columnar path leaves the row path the rows it can't
 compute, and a range it refuses outright (a line that isn't one plain record) is halved until the
-row path reads only a small piece around each such line. Results come back in file
-order with line numbers made global, so the output, the rejects and the counts are the same as the
-row-by-row reader's. How the ranges are spread over the cores was chosen by measurement (2-core
+row path reads only a small piece around each such line. Results come back in file order with
+line numbers made global, so the output, the rejects and the counts are the same as the row-by-row
+reader's. How the ranges are spread over the cores was chosen by measurement (2-core
 dev VM, bench/RESULTS.md): a format the columnar path reads runs on threads, two ranges at once
 when cores are free (:func:`ranges_in_flight`; its Arrow kernels release the GIL; fork workers,
-which ship every batch back through a pipe, were slower); a format read row by row (HH-RLHF transcripts) runs in forked worker processes when the
-file is at least :data:`MIN_PARALLEL_BYTES`, there is more than one CPU, Linux (fork), and a core is
-free (1.4x faster than one process at load 1.5; 1.13-1.46x slower at load >= 2.6).
-What needs every row seen so far (duplicate ids, ``dedup``) runs in the parent over the returned
-batches, in file order.
+which ship every batch back through a pipe, were slower); a format read row by row (HH-RLHF
+transcripts) runs in forked worker processes when the file is at least :data:`MIN_PARALLEL_BYTES`,
+there is more than one CPU, Linux (fork), and a core is free (1.4x faster than one process at load
+1.5; 1.13-1.46x slower at load >= 2.6). What needs every row seen so far (duplicate ids,
+``dedup``) runs in the parent over the returned batches, in file order.
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ def ranges_in_flight() -> int:
     WHY: a range in flight overlaps its Arrow and numpy work (which release the GIL) with another
     range's Python id pass, but the Parquet writer's and the input hash's threads already take a
     core. On the 2-core VM (bench/RESULTS.md), since the byte scan made the parse cheap, a second
-    range measured no faster (0.80-1.02x, 250k to 4M pairs) at 120 MiB more memory.
+    range measured no faster (1M pairs, order swapped each round: median 6.53 s against one's
+    6.06) at ~10 % more CPU and 120 MiB more memory.
     """
     return LOOKAHEAD if workers() - os.getloadavg()[0] >= 2.5 else 1
 

@@ -314,3 +314,16 @@ def test_a_stretch_of_odd_lines_is_not_halved(tmp_path: Path, monkeypatch: pytes
     both = _both(tmp_path, [src], monkeypatch)
     assert both[True][0].equals(both[False][0]) and both[True][2:] == both[False][2:] and both[True][3] == 1000
     assert chunks == [None]
+
+
+def test_a_stretch_with_no_plain_row_is_not_halved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row one the columnar path can't compute (decomposed accents: not NFC) but every line a plain record:
+    the columnar path takes the stretch and leaves each row to the row path, once, instead of refusing it (which
+    would halve it down to its smallest pieces, each refused again)."""
+    monkeypatch.setattr(parallel, "MIN_PIECE_LINES", 8)
+    lines = [json.dumps({"prompt": f"Cafe\u0301 {i}?", "chosen": "Non.", "rejected": f"Oui {i}."}, ensure_ascii=False) for i in range(600)]
+    src = _write(tmp_path / "nfd.jsonl", lines)
+    chunks = _recorded(monkeypatch, "columnar_chunk")
+    both = _both(tmp_path, [src], monkeypatch)
+    assert both[True][0].equals(both[False][0]) and both[True][2:] == both[False][2:] and both[True][3] == 600
+    assert len(chunks) == 1 and chunks[0][0].pairs.num_rows == 0 and chunks[0][1].tolist() == list(range(600))
