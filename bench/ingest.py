@@ -201,7 +201,6 @@ def main() -> None:
         generate(source, args.rows, texts=args.texts, odd_every=args.odd_every)
         print(f"generated {args.rows:,} pairs in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     load_before = round(os.getloadavg()[0], 2)
-    in_flight = parallel.ranges_in_flight()  # what the run below chooses, at this load
     cpu_before = _cpu_seconds()
     start = time.perf_counter()
     result = ingest([source], args.out / "pairs.parquet")
@@ -217,7 +216,7 @@ def main() -> None:
         "pairs_per_s": round(result.rows_out / seconds),
         "peak_rss_mib": round(peak_mib),
         "worker_peak_rss_mib": round(child_peak_mib),
-        "ranges_in_flight": in_flight,  # this TRL JSONL takes the columnar path: threads, never worker processes
+        "ranges_in_flight": parallel.LOOKAHEAD,  # this TRL JSONL takes the columnar path: threads, never worker processes
         "cpu_seconds": round(cpu, 2),
         "cpu_us_per_pair": round(cpu / result.rows_in * 1e6, 2),
         "load_average_1m_before_after": [load_before, round(os.getloadavg()[0], 2)],

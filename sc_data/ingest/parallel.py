@@ -7,9 +7,9 @@ compute, and a range it refuses outright (a line that isn't one plain record) is
 row path reads only a small piece around each such line. Results come back in file order with
 line numbers made global, so the output, the rejects and the counts are the same as the row-by-row
 reader's. How the ranges are spread over the cores was chosen by measurement (2-core
-dev VM, bench/RESULTS.md): a format the columnar path reads runs on threads, two ranges at once
-when cores are free (:func:`ranges_in_flight`; its Arrow kernels release the GIL; fork workers,
-which ship every batch back through a pipe, were slower); a format read row by row (HH-RLHF
+dev VM, bench/RESULTS.md): a format the columnar path reads runs two ranges at once on threads (its
+Arrow kernels release the GIL; fork workers, which ship every batch back through a pipe, were
+slower); a format read row by row (HH-RLHF
 transcripts) runs in forked worker processes when the file is at least :data:`MIN_PARALLEL_BYTES`,
 there is more than one CPU, Linux (fork), and a core is free (1.4x faster than one process at load
 1.5; 1.13-1.46x slower at load >= 2.6). What needs every row seen so far (duplicate ids,
@@ -40,11 +40,12 @@ from sc_data.ingest.readers import DEFAULT_BATCH, _jsonl_batches
 
 MIN_PARALLEL_BYTES = 64 * 2**20
 CHUNK_BYTES = 16 * 2**20
-#: Byte ranges in flight on threads at most when no worker processes run (memory: this many
-#: ranges); :func:`ranges_in_flight` chooses how many.
+#: Byte ranges in flight on threads when no worker processes run (memory: this many ranges).
 LOOKAHEAD = 2
-#: A refused stretch is halved down to pieces of at least this many lines (:func:`_halves`).
+#: A refused stretch is halved down to pieces of at least this many lines (:func:`_halves`) ...
 MIN_PIECE_LINES = 256
+#: ... while its refused halves add up to at most this many times its bytes.
+HALVING_BUDGET = 4
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -127,25 +128,36 @@ def _halves(data: bytes, lines: int, fmt: str, source_name: str, options: Ingest
 
     WHY: one malformed line (a parse error, an extra key) refuses a whole stretch, and the row
     path costs ~6x the columnar one a row; halving confines the row path to a piece of fewer than
-    ``2 * MIN_PIECE_LINES`` lines around each such line. When the odd lines are everywhere (every
-    row with an extra column: its first, middle and last line are each refused alone) the row path
-    reads the piece whole at once, so such a stretch costs one refused attempt (~1-2.5 µs a row)
-    on top of the row path (~20 µs a row).
+    ``2 * MIN_PIECE_LINES`` lines around each such line. Refused attempts cost too (~1-2.5 µs a
+    row), so the halves refused may add up to :data:`HALVING_BUDGET` times the stretch at most
+    (one odd line: about once), then the row path reads what is left; and a piece whose first,
+    middle and last lines are each refused alone (every row with an extra column) goes to the row
+    path at once.
     """
-    newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
-    bounds = np.concatenate(([0], newlines + 1, [len(data)]))  # line k is data[bounds[k]:bounds[k + 1]]
-    if lines < 2 * MIN_PIECE_LINES or not any(columnar.parses(data[bounds[k]:bounds[k + 1]]) for k in (0, lines // 2, lines - 1)):
-        return _row_path(data, fmt, source_name, options)
-    half = lines // 2
-    cut = int(bounds[half])
-    out: list[tuple[Converted, int]] = []
-    for piece, n, offset in ((data[:cut], half, 0), (data[cut:], lines - half, half)):
-        plain = _columnar(piece, n, fmt, source_name, options)
-        part = [(plain, n)] if plain is not None else _halves(piece, n, fmt, source_name, options)
-        for converted, _ in part:
-            converted.shift(offset, "")
-        out += part
-    return out
+    budget = HALVING_BUDGET * len(data)
+
+    def pieces(data: bytes, lines: int) -> list[tuple[Converted, int]]:
+        nonlocal budget
+        newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
+        bounds = np.concatenate(([0], newlines + 1, [len(data)]))  # line k is data[bounds[k]:bounds[k + 1]]
+        if (lines < 2 * MIN_PIECE_LINES or budget <= 0
+                or not any(columnar.parses(data[bounds[k]:bounds[k + 1]]) for k in (0, lines // 2, lines - 1))):
+            return _row_path(data, fmt, source_name, options)
+        half = lines // 2
+        cut = int(bounds[half])
+        out: list[tuple[Converted, int]] = []
+        for piece, n, offset in ((data[:cut], half, 0), (data[cut:], lines - half, half)):
+            if (plain := _columnar(piece, n, fmt, source_name, options)) is not None:
+                part = [(plain, n)]
+            else:
+                budget -= len(piece)
+                part = pieces(piece, n)
+            for converted, _ in part:
+                converted.shift(offset, "")
+            out += part
+        return out
+
+    return pieces(data, lines)
 
 
 def _row_path(data: bytes, fmt: str, source_name: str, options: IngestOptions) -> list[tuple[Converted, int]]:
@@ -165,24 +177,18 @@ def _odd_lines(data: bytes, odd: np.ndarray, fmt: str, source_name: str, options
     return part
 
 
-def ranges_in_flight() -> int:
-    """Ranges to parse at once on threads: :data:`LOOKAHEAD` when at least three cores are free, else one.
+def _ahead(fn: Callable[[T], R], tasks: list[T], pool: ThreadPoolExecutor) -> Iterator[R]:
+    """``map(fn, tasks)`` in order, with up to :data:`LOOKAHEAD` tasks running on ``pool``'s threads.
 
-    WHY: a range in flight overlaps its Arrow and numpy work (which release the GIL) with another
-    range's Python id pass, but the Parquet writer's and the input hash's threads already take a
-    core. On the 2-core VM (bench/RESULTS.md), since the byte scan made the parse cheap, a second
-    range measured no faster (1M pairs, order swapped each round: median 6.53 s against one's
-    6.06) at ~10 % more CPU and 120 MiB more memory.
+    A stretch's Arrow and numpy work (parse, checks, message columns, a refused stretch's attempts)
+    releases the GIL; its ids' Python pass and the row path hold it: two stretches in flight
+    overlap the one with the other. On the 2-core VM (bench/RESULTS.md) that measured no faster on
+    clean input but 1.3x faster on input with malformed lines, at 120 MiB more memory.
     """
-    return LOOKAHEAD if workers() - os.getloadavg()[0] >= 2.5 else 1
-
-
-def _ahead(fn: Callable[[T], R], tasks: list[T], pool: ThreadPoolExecutor, in_flight: int) -> Iterator[R]:
-    """``map(fn, tasks)`` in order, with up to ``in_flight`` tasks running on ``pool``'s threads."""
     pending: deque[Future[R]] = deque()
     for task in tasks:
         pending.append(pool.submit(fn, task))
-        if len(pending) >= in_flight:
+        if len(pending) >= LOOKAHEAD:
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
@@ -206,8 +212,7 @@ def range_batches(path: Path, fmt: str, source_name: str, spec: str, options: In
             pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers()))
             results: Iterator[ChunkResult] = pool.imap(_worker_chunk, tasks)
         else:
-            in_flight = ranges_in_flight()
-            results = _ahead(_parse_chunk, tasks, stack.enter_context(ThreadPoolExecutor(in_flight, "sc-ingest-parse")), in_flight)
+            results = _ahead(_parse_chunk, tasks, stack.enter_context(ThreadPoolExecutor(LOOKAHEAD, "sc-ingest-parse")))
         offset = 0
         for lines, converted_batches in results:
             for converted, records in converted_batches:

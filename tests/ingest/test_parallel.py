@@ -42,7 +42,7 @@ def test_ranges_match_one_pass(which: str, in_flight: int, bad_corpus: Path, sha
     spreads: list[bool] = []  # the processes argument of each range_batches call
     monkeypatch.setattr(parallel, "CHUNK_BYTES", 300)  # several bad lines, each in its own range
     monkeypatch.setattr(parallel, "worth_it", lambda *args: forked.append(True) or True)
-    monkeypatch.setattr(parallel, "ranges_in_flight", lambda: in_flight)
+    monkeypatch.setattr(parallel, "LOOKAHEAD", in_flight)
     monkeypatch.setattr(parallel, "range_batches", functools.partial(_spy, parallel.range_batches, spreads))
     ranged = ingest([source], tmp_path / "ranged.parquet")
     assert spreads == [which == "hh"] and bool(forked) == (which == "hh")
@@ -56,14 +56,6 @@ def _spy(range_batches: Any, spreads: list[bool], *args: Any, processes: bool, *
     """``range_batches``, recording whether it was asked for worker processes."""
     spreads.append(processes)
     return range_batches(*args, processes=processes, **kwargs)
-
-
-@pytest.mark.parametrize(("cpus", "load", "expected"), [(2, 0.0, 1), (2, 1.5, 1), (4, 1.0, 2), (4, 1.6, 1), (16, 3.0, 2)])
-def test_a_second_range_in_flight_only_with_three_cores_free(cpus: int, load: float, expected: int,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parallel, "workers", lambda: cpus)
-    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (load, load, load))
-    assert parallel.ranges_in_flight() == expected
 
 
 def test_a_small_file_is_not_worth_workers(bad_corpus: Path) -> None:
