@@ -174,6 +174,8 @@ def main() -> None:
     parser.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.odd_every < 0:
+        parser.error("--odd-every must be 0 (none) or more")
     if args.peers and args.odd_every:
         parser.error("--odd-every with --peers: the peers stop at the first malformed line")
     if args.worker:

@@ -31,6 +31,7 @@ import pyarrow.json as pj
 from sc_data.ingest.arrow import output_schema
 from sc_data.ingest.config import IngestOptions
 from sc_data.ingest.convert import Converted
+from sc_data.ingest.readers import UTF8_BOM
 from sc_data.ingest.scan import plain_records
 from sc_data.schema import MESSAGE_TYPE
 
@@ -66,11 +67,11 @@ def _parse(data: bytes, lines: int, controls: np.ndarray, is_ascii: bool) -> pa.
     Without a backslash no string holds an escape and the byte scan (:mod:`sc_data.ingest.scan`)
     reads it; with one, or when the scan finds a line it doesn't take, pyarrow's JSON reader.
     ``controls``: where the stretch's bytes below 32 are (a table comes back only if they are
-    just its newlines). ``is_ascii``: every text is ASCII (see :func:`columnar_chunk`), so valid
+    just its newlines). ``is_ascii``: every text is ASCII (see :func:`_bytes_seen`), so valid
     UTF-8 without checking.
     """
-    if not data:
-        return None
+    if not data or data.startswith(UTF8_BOM):
+        return None  # pyarrow's reader would skip a BOM; here it is a line's (the caller drops the file's)
     if len(controls) != lines - (0 if data.endswith(b"\n") else 1):
         return None  # a control character besides the newlines
     if controls[:1].tolist() == [0] or np.any(np.diff(controls) == 1):

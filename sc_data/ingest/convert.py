@@ -58,8 +58,8 @@ def merged(parts: Sequence[Converted]) -> Converted:
     lines = np.concatenate([np.asarray(p.lines, dtype=np.int64) for p in parts])
     in_order = np.argsort(lines, kind="stable")
     order = pa.array(in_order)
-    batches = [p.pairs for p in parts if p.pairs is not None]
-    pairs = pa.concat_batches(batches).take(order) if batches else None
+    batches = [p.pairs for p in parts if p.pairs is not None and p.pairs.num_rows]
+    pairs = pa.concat_batches(batches).take(order) if batches else None  # None, not 0 rows: no empty row group
 
     def joined(column: Callable[[Converted], Sequence[str] | pa.StringArray]) -> pa.Array:
         return pa.concat_arrays([c if isinstance(c := column(p), pa.Array) else pa.array(c, pa.string()) for p in parts]).take(order)

@@ -6,14 +6,13 @@ the row path, into finished Arrow batches. The columnar path leaves the row path
 compute, and a range it refuses outright (a line that isn't one plain record) is halved until the
 row path reads only a small piece around each such line. Results come back in file order with
 line numbers made global, so the output, the rejects and the counts are the same as the row-by-row
-reader's. How the ranges are spread over the cores was chosen by measurement (2-core
-dev VM, bench/RESULTS.md): a format the columnar path reads runs two ranges at once on threads (its
-Arrow kernels release the GIL; fork workers, which ship every batch back through a pipe, were
-slower); a format read row by row (HH-RLHF
-transcripts) runs in forked worker processes when the file is at least :data:`MIN_PARALLEL_BYTES`,
-there is more than one CPU, Linux (fork), and a core is free (1.4x faster than one process at load
-1.5; 1.13-1.46x slower at load >= 2.6). What needs every row seen so far (duplicate ids,
-``dedup``) runs in the parent over the returned batches, in file order.
+reader's. How the ranges are spread over the cores was chosen by measurement (2-core dev VM,
+bench/RESULTS.md): a format the columnar path reads runs two ranges at once on threads (its Arrow
+kernels release the GIL; fork workers, which ship every batch back through a pipe, were slower); a
+format read row by row (HH-RLHF transcripts) runs in forked worker processes when the file is at
+least :data:`MIN_PARALLEL_BYTES`, there is more than one CPU, Linux (fork), and a core is free
+(1.4x faster than one process at load 1.5; 1.13-1.46x slower at load >= 2.6). What needs every row
+seen so far (duplicate ids, ``dedup``) runs in the parent over the returned batches, in file order.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from sc_data.ingest import columnar
 from sc_data.ingest.config import IngestOptions
 from sc_data.ingest.convert import Converted, convert_batch, merged
 from sc_data.ingest.formats import make_converter
-from sc_data.ingest.readers import DEFAULT_BATCH, _jsonl_batches
+from sc_data.ingest.readers import DEFAULT_BATCH, UTF8_BOM, _jsonl_batches
 
 MIN_PARALLEL_BYTES = 64 * 2**20
 CHUNK_BYTES = 16 * 2**20
@@ -44,7 +43,7 @@ CHUNK_BYTES = 16 * 2**20
 LOOKAHEAD = 2
 #: A refused stretch is halved down to pieces of at least this many lines (:func:`_halves`) ...
 MIN_PIECE_LINES = 256
-#: ... while its refused halves add up to at most this many times its bytes.
+#: ... until its refused halves add up to about this many times its bytes.
 HALVING_BUDGET = 4
 
 T = TypeVar("T")
@@ -107,6 +106,8 @@ def _parse_chunk(args: tuple[str, int, int, str, str, IngestOptions]) -> ChunkRe
     with open(path, "rb") as fh:
         fh.seek(start)
         data = fh.read(end - start)
+    if start == 0 and data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]  # the file's BOM; one at the start of any other piece is its line's
     lines = int(np.count_nonzero(np.frombuffer(data, np.uint8) == ord("\n"))) + (0 if data.endswith(b"\n") or not data else 1)
     if not columnar.applies(fmt, options):
         return lines, _row_path(data, fmt, source_name, options)
@@ -129,8 +130,8 @@ def _halves(data: bytes, lines: int, fmt: str, source_name: str, options: Ingest
     WHY: one malformed line (a parse error, an extra key) refuses a whole stretch, and the row
     path costs ~6x the columnar one a row; halving confines the row path to a piece of fewer than
     ``2 * MIN_PIECE_LINES`` lines around each such line. Refused attempts cost too (~1-2.5 µs a
-    row), so the halves refused may add up to :data:`HALVING_BUDGET` times the stretch at most
-    (one odd line: about once), then the row path reads what is left; and a piece whose first,
+    row), so once the halves refused add up to about :data:`HALVING_BUDGET` times the stretch (one
+    odd line: about once) the row path reads what is left; and a piece whose first,
     middle and last lines are each refused alone (every row with an extra column) goes to the row
     path at once.
     """
@@ -161,10 +162,14 @@ def _halves(data: bytes, lines: int, fmt: str, source_name: str, options: Ingest
 
 
 def _row_path(data: bytes, fmt: str, source_name: str, options: IngestOptions) -> list[tuple[Converted, int]]:
-    """Whole lines through the row path: (converted batch with lines 1-based within ``data``, records read) per batch."""
+    """Whole lines through the row path: (converted batch with lines 1-based within ``data``, records read) per batch.
+
+    ``data`` never starts the file as far as a BOM goes (:func:`_parse_chunk` drops the file's): a
+    BOM before its first line is that line's, invalid JSON as in one pass.
+    """
     convert = make_converter(fmt, source_name, options)
     return [(convert_batch(batch, convert, options, ""), len(batch.rows) + len(batch.rejects))
-            for batch in _jsonl_batches(io.BytesIO(data), DEFAULT_BATCH)]
+            for batch in _jsonl_batches(io.BytesIO(data), DEFAULT_BATCH, starts_file=False)]
 
 
 def _odd_lines(data: bytes, odd: np.ndarray, fmt: str, source_name: str, options: IngestOptions) -> Converted:
@@ -172,7 +177,8 @@ def _odd_lines(data: bytes, odd: np.ndarray, fmt: str, source_name: str, options
     newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
     starts = np.concatenate(([0], newlines + 1))[odd].tolist()
     ends = np.concatenate((newlines, [len(data)]))[odd].tolist()
-    part = merged([converted for converted, _ in _row_path(b"\n".join([data[s:e] for s, e in zip(starts, ends, strict=True)]), fmt, source_name, options)])
+    joined = b"\n".join([data[s:e] for s, e in zip(starts, ends, strict=True)])
+    part = merged([converted for converted, _ in _row_path(joined, fmt, source_name, options)])
     part.relined((odd + 1).tolist())
     return part
 

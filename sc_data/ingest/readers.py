@@ -329,14 +329,16 @@ def _json_or_jsonl(source: Source) -> str:
     return "json"
 
 
-def _jsonl_batches(fh: IO[bytes], batch_size: int) -> Iterator[RawBatch]:
+def _jsonl_batches(fh: IO[bytes], batch_size: int, *, starts_file: bool = True) -> Iterator[RawBatch]:
+    """Lines of ``fh`` as raw batches; a BOM before the first line is dropped only when ``fh`` starts
+    the file (a piece cut from inside it keeps a BOM line's BOM, which makes that line invalid JSON)."""
     batch = RawBatch()
     rows, lines, rejects = batch.rows, batch.lines, batch.rejects
     loads = json.loads
     # The decoder's C scanner, called directly: json.loads adds two regex passes per line.
     scan = json.JSONDecoder().scan_once
     for number, raw in enumerate(fh, 1):
-        if number == 1 and raw.startswith(UTF8_BOM):
+        if number == 1 and starts_file and raw.startswith(UTF8_BOM):
             raw = raw[len(UTF8_BOM) :]
         try:
             text = raw.decode("utf-8")

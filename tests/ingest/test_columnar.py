@@ -327,3 +327,56 @@ def test_a_stretch_with_no_plain_row_is_not_halved(tmp_path: Path, monkeypatch: 
     both = _both(tmp_path, [src], monkeypatch)
     assert both[True][0].equals(both[False][0]) and both[True][2:] == both[False][2:] and both[True][3] == 600
     assert len(chunks) == 1 and chunks[0][0].pairs.num_rows == 0 and chunks[0][1].tolist() == list(range(600))
+
+
+@pytest.mark.parametrize("where", ["halving_cut", "range_start"])
+def test_a_bom_inside_the_file_is_the_line_s_not_the_file_s(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A BOM starts only the file: a line after it that starts with one (two files concatenated) is invalid JSON,
+    also when it begins a piece the row path reads alone (a halving cut, a range's start), as in one pass."""
+    monkeypatch.setattr(parallel, "MIN_PIECE_LINES", 8)
+    lines = [json.dumps({"prompt": f"Question {i}?", "chosen": f"No, {i}.", "rejected": f"Yes, {i}."}) for i in range(1024)]
+    lines[0] = "\ufeff" + lines[0]  # the file's own BOM: dropped
+    lines[100] = ODD_LINES["bad_json"]  # the stretch is refused and halved: the second half starts at line 513
+    lines[512] = "\ufeff" + lines[512]
+    src = _write(tmp_path / "bom.jsonl", lines)
+    if where == "range_start":
+        bounds = parallel.chunk_bounds(src, len("\n".join(lines[:512]).encode()))
+        assert bounds[1][0] == len("\n".join(lines[:512]).encode()) + 1  # line 513 starts the second range
+        monkeypatch.setattr(parallel, "CHUNK_BYTES", len("\n".join(lines[:512]).encode()))
+    both = _both(tmp_path, [src], monkeypatch)
+    assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1]) and both[True][2:] == both[False][2:]
+    assert both[True][1].column("line").to_pylist() == [101, 513] and both[True][3] == 1022
+
+
+def test_no_empty_row_group_when_a_stretch_keeps_no_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row rejected (identical answers) but every line a plain record: nothing kept, and no 0-row row group
+    written (``datasets`` breaks on one), as with the row path."""
+    lines = [json.dumps({"prompt": f"Q {i}?", "chosen": "Same.", "rejected": "Same."}) for i in range(300)]
+    lines.append(json.dumps({"prompt": "Q?", "chosen": "No.", "rejected": "Yes."}))
+    src = _write(tmp_path / "identical.jsonl", lines)
+    monkeypatch.setattr(parallel, "CHUNK_BYTES", len("\n".join(lines[:300]).encode()))  # the first range keeps no pair
+    both = _both(tmp_path, [src], monkeypatch)
+    assert both[True][0].equals(both[False][0]) and both[True][2:] == both[False][2:] and both[True][3] == 1
+    meta = pq.ParquetFile(tmp_path / "pairs_True.parquet").metadata
+    assert all(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+
+
+@pytest.mark.parametrize("budget", [4, 0.3, 0])
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_halving_over_ranges_with_any_budget(budget: float, final_newline: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Odd lines in several ranges, halving cut short by the budget (or not at all), the last line without a newline
+    or with one: always the row path's pairs, rejects and counts."""
+    monkeypatch.setattr(parallel, "MIN_PIECE_LINES", 8)
+    monkeypatch.setattr(parallel, "HALVING_BUDGET", budget)
+    rng = random.Random(7)
+    lines = [json.dumps({"prompt": f"Question {i}?", "chosen": f"No, {i}.", "rejected": f"Yes, {i}."}) for i in range(2000)]
+    for at in sorted(rng.sample(range(2000), 9), reverse=True):
+        lines.insert(at, ODD_LINES[rng.choice(sorted(WHOLE_STRETCH | {"identical", "padded_escapes"}))])
+    lines[-1] = ODD_LINES["bad_json"]
+    src = tmp_path / "many.jsonl"
+    src.write_text("\n".join(lines) + ("\n" if final_newline else ""), encoding="utf-8")
+    monkeypatch.setattr(parallel, "CHUNK_BYTES", src.stat().st_size // 3)
+    assert len(parallel.chunk_bounds(src)) >= 3
+    both = _both(tmp_path, [src], monkeypatch)
+    assert both[True][0].equals(both[False][0]) and both[True][1].equals(both[False][1]) and both[True][2:] == both[False][2:]
+    assert both[True][2] == 2009 - sum(line.strip() == "" for line in lines)
