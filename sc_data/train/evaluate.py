@@ -363,7 +363,7 @@ def _plot(run: Path, results: dict[str, Any]) -> list[Path]:
     if metrics_path.is_file():
         records = [json.loads(line) for line in metrics_path.read_text("utf-8").splitlines() if line.strip()]
         if records:
-            fig = Figure(figsize=(7, 3.5))
+            fig = Figure(figsize=(8.5, 3.5), layout="constrained")
             ax = fig.subplots()
             series = (("margin", "reward margin (vs current reference)", "C0", 1.0), ("chosen_reward", "chosen reward", "C1", 0.6),
                       ("rejected_reward", "rejected reward", "C2", 0.6))
@@ -378,7 +378,7 @@ def _plot(run: Path, results: dict[str, Any]) -> list[Path]:
             ax.set_xlabel("optimizer step")
             ax.set_ylabel("β · log-ratio vs reference")
             ax.set_title("Reward margin of each step's training batch (dashed: stage end, reference updated)", fontsize=9)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: it never hides a point
             written.append(save_png(fig, run / "margins_by_step.png"))
     cats = results["by_category"]
     if cats:
