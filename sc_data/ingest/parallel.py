@@ -108,12 +108,13 @@ def _parse_chunk(args: tuple[str, int, int, str, str, IngestOptions]) -> ChunkRe
         data = fh.read(end - start)
     if start == 0 and data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM):]  # the file's BOM; one at the start of any other piece is its line's
-    lines = int(np.count_nonzero(np.frombuffer(data, np.uint8) == ord("\n"))) + (0 if data.endswith(b"\n") or not data else 1)
+    newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
+    lines = len(newlines) + (0 if data.endswith(b"\n") or not data else 1)
     if not columnar.applies(fmt, options):
         return lines, _row_path(data, fmt, source_name, options)
     if (plain := _columnar(data, lines, fmt, source_name, options)) is not None:
         return lines, [(plain, lines)]
-    return lines, _halves(data, lines, fmt, source_name, options)
+    return lines, _halves(data, lines, newlines, fmt, source_name, options)
 
 
 def _columnar(data: bytes, lines: int, fmt: str, source_name: str, options: IngestOptions) -> Converted | None:
@@ -124,7 +125,8 @@ def _columnar(data: bytes, lines: int, fmt: str, source_name: str, options: Inge
     return merged([plain, _odd_lines(data, odd, fmt, source_name, options)]) if len(odd) else plain
 
 
-def _halves(data: bytes, lines: int, fmt: str, source_name: str, options: IngestOptions) -> list[tuple[Converted, int]]:
+def _halves(data: bytes, lines: int, newlines: np.ndarray, fmt: str, source_name: str,
+            options: IngestOptions) -> list[tuple[Converted, int]]:
     """A stretch the columnar path refused, in halves: each half it takes, columnar; each it refuses, halved again.
 
     WHY: one malformed line (a parse error, an extra key) refuses a whole stretch, and the row
@@ -133,13 +135,12 @@ def _halves(data: bytes, lines: int, fmt: str, source_name: str, options: Ingest
     row), so once the halves refused add up to about :data:`HALVING_BUDGET` times the stretch (one
     odd line: about once) the row path reads what is left; and a piece whose first,
     middle and last lines are each refused alone (every row with an extra column) goes to the row
-    path at once.
+    path at once. ``newlines``: where the stretch's newlines are (each piece's are cut from them).
     """
     budget = HALVING_BUDGET * len(data)
 
-    def pieces(data: bytes, lines: int) -> list[tuple[Converted, int]]:
+    def pieces(data: bytes, lines: int, newlines: np.ndarray) -> list[tuple[Converted, int]]:
         nonlocal budget
-        newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
         bounds = np.concatenate(([0], newlines + 1, [len(data)]))  # line k is data[bounds[k]:bounds[k + 1]]
         if (lines < 2 * MIN_PIECE_LINES or budget <= 0
                 or not any(columnar.parses(data[bounds[k]:bounds[k + 1]]) for k in (0, lines // 2, lines - 1))):
@@ -147,18 +148,19 @@ def _halves(data: bytes, lines: int, fmt: str, source_name: str, options: Ingest
         half = lines // 2
         cut = int(bounds[half])
         out: list[tuple[Converted, int]] = []
-        for piece, n, offset in ((data[:cut], half, 0), (data[cut:], lines - half, half)):
+        for piece, n, offset, piece_newlines in ((data[:cut], half, 0, newlines[:half]),
+                                                 (data[cut:], lines - half, half, newlines[half:] - cut)):
             if (plain := _columnar(piece, n, fmt, source_name, options)) is not None:
                 part = [(plain, n)]
             else:
                 budget -= len(piece)
-                part = pieces(piece, n)
+                part = pieces(piece, n, piece_newlines)
             for converted, _ in part:
                 converted.shift(offset, "")
             out += part
         return out
 
-    return pieces(data, lines)
+    return pieces(data, lines, newlines)
 
 
 def _row_path(data: bytes, fmt: str, source_name: str, options: IngestOptions) -> list[tuple[Converted, int]]:
