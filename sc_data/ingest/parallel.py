@@ -108,24 +108,29 @@ def _parse_chunk(args: tuple[str, int, int, str, str, IngestOptions]) -> ChunkRe
         data = fh.read(end - start)
     if start == 0 and data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM):]  # the file's BOM; one at the start of any other piece is its line's
-    newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
-    lines = len(newlines) + (0 if data.endswith(b"\n") or not data else 1)
+    controls = columnar.control_bytes(data)
+    lines = len(_newlines(data, controls)) + (0 if data.endswith(b"\n") or not data else 1)
     if not columnar.applies(fmt, options):
         return lines, _row_path(data, fmt, source_name, options)
-    if (plain := _columnar(data, lines, fmt, source_name, options)) is not None:
+    if (plain := _columnar(data, lines, controls, fmt, source_name, options)) is not None:
         return lines, [(plain, lines)]
-    return lines, _halves(data, lines, newlines, fmt, source_name, options)
+    return lines, _halves(data, lines, controls, fmt, source_name, options)
 
 
-def _columnar(data: bytes, lines: int, fmt: str, source_name: str, options: IngestOptions) -> Converted | None:
+def _newlines(data: bytes, controls: np.ndarray) -> np.ndarray:
+    """Where the newlines of ``data`` are, picked from its ``controls`` (:func:`columnar.control_bytes`)."""
+    return controls[np.frombuffer(data, np.uint8)[controls] == ord("\n")]
+
+
+def _columnar(data: bytes, lines: int, controls: np.ndarray, fmt: str, source_name: str, options: IngestOptions) -> Converted | None:
     """The stretch through the columnar path, with the lines it leaves through the row path; None if it refuses the stretch."""
-    if (fast := columnar.columnar_chunk(data, lines, source_name, options)) is None:
+    if (fast := columnar.columnar_chunk(data, lines, controls, source_name, options)) is None:
         return None
     plain, odd = fast
-    return merged([plain, _odd_lines(data, odd, fmt, source_name, options)]) if len(odd) else plain
+    return merged([plain, _odd_lines(data, controls, odd, fmt, source_name, options)]) if len(odd) else plain
 
 
-def _halves(data: bytes, lines: int, newlines: np.ndarray, fmt: str, source_name: str,
+def _halves(data: bytes, lines: int, controls: np.ndarray, fmt: str, source_name: str,
             options: IngestOptions) -> list[tuple[Converted, int]]:
     """A stretch the columnar path refused, in halves: each half it takes, columnar; each it refuses, halved again.
 
@@ -135,32 +140,33 @@ def _halves(data: bytes, lines: int, newlines: np.ndarray, fmt: str, source_name
     row), so once the halves refused add up to about :data:`HALVING_BUDGET` times the stretch (one
     odd line: about once) the row path reads what is left; and a piece whose first,
     middle and last lines are each refused alone (every row with an extra column) goes to the row
-    path at once. ``newlines``: where the stretch's newlines are (each piece's are cut from them).
+    path at once. ``controls``: where the stretch's bytes below 32 are (each piece's are cut from them).
     """
     budget = HALVING_BUDGET * len(data)
 
-    def pieces(data: bytes, lines: int, newlines: np.ndarray) -> list[tuple[Converted, int]]:
+    def pieces(data: bytes, lines: int, controls: np.ndarray) -> list[tuple[Converted, int]]:
         nonlocal budget
-        bounds = np.concatenate(([0], newlines + 1, [len(data)]))  # line k is data[bounds[k]:bounds[k + 1]]
+        bounds = np.concatenate(([0], _newlines(data, controls) + 1, [len(data)]))  # line k is data[bounds[k]:bounds[k + 1]]
         if (lines < 2 * MIN_PIECE_LINES or budget <= 0
                 or not any(columnar.parses(data[bounds[k]:bounds[k + 1]]) for k in (0, lines // 2, lines - 1))):
             return _row_path(data, fmt, source_name, options)
         half = lines // 2
         cut = int(bounds[half])
+        split = int(np.searchsorted(controls, cut))
         out: list[tuple[Converted, int]] = []
-        for piece, n, offset, piece_newlines in ((data[:cut], half, 0, newlines[:half]),
-                                                 (data[cut:], lines - half, half, newlines[half:] - cut)):
-            if (plain := _columnar(piece, n, fmt, source_name, options)) is not None:
+        for piece, n, offset, piece_controls in ((data[:cut], half, 0, controls[:split]),
+                                                 (data[cut:], lines - half, half, controls[split:] - cut)):
+            if (plain := _columnar(piece, n, piece_controls, fmt, source_name, options)) is not None:
                 part = [(plain, n)]
             else:
                 budget -= len(piece)
-                part = pieces(piece, n, piece_newlines)
+                part = pieces(piece, n, piece_controls)
             for converted, _ in part:
                 converted.shift(offset, "")
             out += part
         return out
 
-    return pieces(data, lines, newlines)
+    return pieces(data, lines, controls)
 
 
 def _row_path(data: bytes, fmt: str, source_name: str, options: IngestOptions) -> list[tuple[Converted, int]]:
@@ -174,9 +180,9 @@ def _row_path(data: bytes, fmt: str, source_name: str, options: IngestOptions) -
             for batch in _jsonl_batches(io.BytesIO(data), DEFAULT_BATCH, starts_file=False)]
 
 
-def _odd_lines(data: bytes, odd: np.ndarray, fmt: str, source_name: str, options: IngestOptions) -> Converted:
+def _odd_lines(data: bytes, controls: np.ndarray, odd: np.ndarray, fmt: str, source_name: str, options: IngestOptions) -> Converted:
     """The lines of ``data`` at 0-based ``odd`` through the row path, as one batch numbered as in ``data``."""
-    newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
+    newlines = _newlines(data, controls)
     starts = np.concatenate(([0], newlines + 1))[odd].tolist()
     ends = np.concatenate((newlines, [len(data)]))[odd].tolist()
     joined = b"\n".join([data[s:e] for s, e in zip(starts, ends, strict=True)])

@@ -28,6 +28,10 @@ PLAIN = [{"prompt": f"How do I do thing {i}?", "chosen": f"I can't help with {i}
 ODD_LINES = {
     "escapes": json.dumps({"prompt": 'Say "hi"\\ now\n\tplease', "chosen": "No.\r\nSorry.", "rejected": "Hi\\n"}),
     "unicode_escape": '{"prompt": "caf\\u00e9?", "chosen": "Non.", "rejected": "Oui."}',
+    # what JSON escapes, written as \u escapes: the id's canonical JSON must escape them anyway
+    "quote_unicode_escape": '{"prompt": "Say \\u0022hi\\u0022 \\u005c now", "chosen": "No.", "rejected": "Yes."}',
+    "tab_escape_only": json.dumps({"prompt": "Q?\tnow", "chosen": "No.", "rejected": "Yes."}),
+    "solidus_escape": '{"prompt": "a\\/b?", "chosen": "No.", "rejected": "Yes."}',
     "non_ascii": json.dumps({"prompt": "café?", "chosen": "Non.", "rejected": "Oui."}, ensure_ascii=False),
     "non_ascii_space_inside": json.dumps({"prompt": "Q\u00a0?", "chosen": "No\u3000way.", "rejected": "Yes."}, ensure_ascii=False),
     "non_ascii_space_at_end": json.dumps({"prompt": "Q?", "chosen": "No.\u00a0", "rejected": "Yes."}, ensure_ascii=False),
@@ -124,7 +128,7 @@ WHOLE_STRETCH = {
 #: Odd lines the columnar path still computes itself (what it computes is then checked, not skipped).
 COLUMNAR = {
     "astral", "astral_escaped", "duplicate_row", "escapes", "long_non_ascii", "non_ascii", "non_ascii_space_inside",
-    "padded", "padded_escapes", "unicode_escape",
+    "padded", "padded_escapes", "quote_unicode_escape", "solidus_escape", "tab_escape_only", "unicode_escape",
 }
 ODD_AT = 20  # where the odd line goes, 0-based
 
