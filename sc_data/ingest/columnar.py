@@ -165,14 +165,19 @@ def _flags(condition: pa.Array) -> np.ndarray:
     return pc.fill_null(condition, False).to_numpy(zero_copy_only=False)
 
 
+def _offsets(text: pa.StringArray) -> np.ndarray:
+    """Where each text starts in the data buffer, and where the last ends: a view."""
+    return np.frombuffer(text.buffers()[1], np.int32)[text.offset:text.offset + len(text) + 1]
+
+
 def _stripped(text: pa.StringArray) -> pa.StringArray:
     """``str.strip`` of every text without control characters but tab, newline and CR, as far as ASCII whitespace goes.
 
     Most texts neither start nor end with whitespace: when none does, looking at each text's
     first and last byte saves trimming (copying) them all.
     """
-    _, offsets, data = text.buffers()
-    bounds = np.frombuffer(offsets, np.int32)[text.offset:text.offset + len(text) + 1]
+    bounds = _offsets(text)
+    data = text.buffers()[2]
     nonempty = np.diff(bounds) > 0
     chars = np.frombuffer(data, np.uint8) if data is not None else np.zeros(1, np.uint8)
     edges = np.concatenate((chars[bounds[:-1][nonempty]], chars[bounds[1:][nonempty] - 1]))
@@ -182,7 +187,10 @@ def _stripped(text: pa.StringArray) -> pa.StringArray:
 def _text_ok(text: pa.StringArray, trimmed: pa.StringArray, max_chars: int, escapes: _Escapes, is_ascii: bool) -> np.ndarray:
     """Per row, whether ``text`` (and ``trimmed``, its strip) is a plain valid text; see the module docstring."""
     ok = _flags(pc.is_valid(text))
-    lengths = pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)  # in characters
+    if is_ascii:  # a character a byte: the lengths are in the offsets
+        lengths = np.diff(_offsets(text))
+    else:
+        lengths = pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)  # in characters
     ok &= (lengths > 0) & (lengths <= max_chars)
     if trimmed is not text:
         ok &= _flags(pc.greater(pc.utf8_length(trimmed), 0))
