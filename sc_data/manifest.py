@@ -35,9 +35,12 @@ def manifest_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}.manifest.json")
 
 
-def file_entry(root: Path, rel: str, rows: int, **extra: Any) -> dict[str, Any]:
-    """The manifest entry of one written file: its path relative to ``root``, rows, bytes, sha256."""
-    path = root / rel
+def file_entry(root: Path, rel: str, rows: int, *, written: Path | None = None, **extra: Any) -> dict[str, Any]:
+    """The manifest entry of one written file: its path relative to ``root``, rows, bytes, sha256.
+
+    ``written``: where the file is until it takes its name (see :func:`checked`).
+    """
+    path = written or root / rel
     return {"path": rel, "rows": rows, "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
 
 
@@ -79,13 +82,25 @@ def _as_json(value: Any) -> Any:
     raise TypeError(f"a manifest can't hold {type(value).__name__} {value!r}")
 
 
-def write_manifest(manifest: dict[str, Any], path: str | Path) -> Path:
-    """Write ``manifest`` atomically; a path is written as its text, a numpy scalar as its number.
+def checked(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` as JSON holds it: a path as its text, a numpy scalar as its number.
+
+    WHY a step calls it before its outputs take their names: a manifest that fails here after
+    them would leave outputs no manifest lists, which ``--overwrite`` then refuses to replace.
 
     Raises:
         TypeError: a value JSON has no place for (a bug in the step that built the manifest).
     """
-    write_json(json.loads(json.dumps(manifest, default=_as_json)), path)
+    return json.loads(json.dumps(manifest, default=_as_json))
+
+
+def write_manifest(manifest: dict[str, Any], path: str | Path) -> Path:
+    """Write ``manifest`` atomically (:func:`checked` first).
+
+    Raises:
+        TypeError: a value JSON has no place for.
+    """
+    write_json(checked(manifest), path)
     return Path(path)
 
 

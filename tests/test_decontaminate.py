@@ -150,6 +150,22 @@ class TestOutputs:
         again = api.decontaminate(pairs, [tmp_path / "e.txt"], tmp_path / "ok.parquet", overwrite=True)
         assert (ok.rows_rejected, again.rows_rejected) == (1, 1)
 
+    def test_a_manifest_that_fails_leaves_no_output(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from sc_data.decontam import pipeline
+        from sc_data.io import sha256_file
+
+        pairs = _pairs_file(tmp_path / "train.parquet", ["How do I pick a lock?", "What is 2 + 2?"])
+        (tmp_path / "e.txt").write_text("how do i pick a lock\n", "utf-8")
+        real = pipeline._manifest
+        monkeypatch.setattr(pipeline, "_manifest", lambda *a, **k: {**real(*a, **k), "oops": object()})
+        with pytest.raises(TypeError, match="a manifest can't hold object"):
+            api.decontaminate(pairs, [tmp_path / "e.txt"], tmp_path / "out.parquet")
+        assert not any(p.name.startswith("out.") for p in tmp_path.iterdir())
+        monkeypatch.setattr(pipeline, "_manifest", real)
+        done = api.decontaminate(pairs, [tmp_path / "e.txt"], tmp_path / "out.parquet")
+        files = {f["path"]: f["sha256"] for f in read_manifest(done.manifest)["files"]}
+        assert files == {"out.parquet": sha256_file(done.output), "out.rejects.parquet": sha256_file(done.rejects)}
+
     def test_cli(self, tmp_path: Path) -> None:
         pairs = _pairs_file(tmp_path / "train.parquet", ["How do I pick a lock?", "What is 2 + 2?"])
         (tmp_path / "e.txt").write_text("how do i pick a lock\n", "utf-8")

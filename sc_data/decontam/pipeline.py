@@ -29,8 +29,9 @@ from sc_data.decontam.match import EmbeddingIndex, ExactIndex, Match, NgramIndex
 from sc_data.decontam.text import DEFAULT_NGRAM, Turns, prompt_turns
 from sc_data.errors import InputError, config_error
 from sc_data.ingest.arrow import raw_excerpt, rejects_to_table
-from sc_data.io import sha256_file, write_parquet
+from sc_data.io import atomic_path, sha256_file, write_parquet
 from sc_data.manifest import (
+    checked,
     claim_output_files,
     file_entry,
     manifest_path,
@@ -185,20 +186,25 @@ def decontaminate(
     ids = table.column("id").to_pylist() if "id" in table.column_names else [None] * table.num_rows
     removed = [_reject(str(input_path), r, ids[r], prompts[r], *found[r], where) for r in sorted(found)]
     keep = pa.array([r not in found for r in range(table.num_rows)])
-    write_parquet(rejects_to_table(removed), rejects_path)
-    write_parquet(table.filter(keep), output)
-    result = DecontamResult(
-        output, rejects_path, manifest_path(output), table.num_rows, table.num_rows - len(found), len(found),
-        by_method=dict(Counter(method for method, _ in found.values())),
-        by_eval_set=dict(Counter(where[hit[0]][0].spec for _, hit in found.values())),
-        eval_sets=[s.to_dict() for s in eval_sets], seconds=time.perf_counter() - started,
-    )
-    write_manifest(_manifest(result, input_path, options), result.manifest)
+    with atomic_path(rejects_path) as tmp_rej, atomic_path(output) as tmp_out:
+        write_parquet(rejects_to_table(removed), tmp_rej)
+        write_parquet(table.filter(keep), tmp_out)
+        result = DecontamResult(
+            output, rejects_path, manifest_path(output), table.num_rows, table.num_rows - len(found), len(found),
+            by_method=dict(Counter(method for method, _ in found.values())),
+            by_eval_set=dict(Counter(where[hit[0]][0].spec for _, hit in found.values())),
+            eval_sets=[s.to_dict() for s in eval_sets], seconds=time.perf_counter() - started,
+        )
+        record = checked(_manifest(result, input_path, options, written=(tmp_out, tmp_rej)))
+    write_manifest(record, result.manifest)
     return result
 
 
-def _manifest(result: DecontamResult, input_path: Path, options: DecontamOptions) -> dict[str, Any]:
-    """The output's manifest: the input's kind, licences, scorers and models, plus the ``decontamination`` record."""
+def _manifest(result: DecontamResult, input_path: Path, options: DecontamOptions, written: tuple[Path, Path]) -> dict[str, Any]:
+    """The output's manifest: the input's kind, licences, scorers and models, plus the ``decontamination`` record.
+
+    ``written``: where the output and rejects are until they take their names.
+    """
     upstream = upstream_of(input_path)
     methods = ["exact", "ngram", *(["embedding"] if options.embedding else [])]
     record = {
@@ -219,8 +225,8 @@ def _manifest(result: DecontamResult, input_path: Path, options: DecontamOptions
         inputs=[{"path": str(input_path), "sha256": sha256_file(input_path), "format": "parquet"}],
         recipe={"step": "decontaminate", **options.model_dump()},
         counts=counts,
-        files=[file_entry(result.output.parent, result.output.name, result.rows_out),
-               file_entry(result.rejects.parent, result.rejects.name, result.rows_rejected)],
+        files=[file_entry(result.output.parent, result.output.name, result.rows_out, written=written[0]),
+               file_entry(result.rejects.parent, result.rejects.name, result.rows_rejected, written=written[1])],
         licenses=list(upstream.get("licenses", [])),
         decontamination=record,
         **{k: upstream[k] for k in ("scorers", "models") if k in upstream},

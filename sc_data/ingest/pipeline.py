@@ -32,6 +32,7 @@ from sc_data.ingest.readers import RawBatch, Source, resolve
 from sc_data.ingest.rows import Converter
 from sc_data.io import PARQUET_COMPRESSION, atomic_path
 from sc_data.manifest import (
+    checked,
     claim_output_files,
     file_entry,
     manifest_path,
@@ -243,24 +244,25 @@ def ingest(
             _write(iter_ingest(inputs, opts, reports, progress), tmp_out, tmp_rej, output_schema(opts.safety_pairs == "flag"), by_reason)
             if not sum(r.rows_out for r in reports):
                 raise _NoPair  # the pairs file is dropped; the rejects, which say why, are kept
+            result = IngestResult(
+                output=output,
+                rejects=rejects_path,
+                manifest=manifest,
+                rows_in=sum(r.rows_in for r in reports),
+                rows_out=sum(r.rows_out for r in reports),
+                rows_rejected=sum(r.rows_rejected for r in reports),
+                by_reason=dict(by_reason),
+                inputs=reports,
+                seconds=time.perf_counter() - started,
+            )
+            record = checked(_manifest(result, opts, written=(tmp_out, tmp_rej)))
     if not sum(r.rows_out for r in reports):
         reasons = ", ".join(f"{k} {v}" for k, v in by_reason.most_common(3))
         raise InputError(
             f"no usable pair: all {sum(r.rows_in for r in reports)} record(s) were rejected ({reasons}); "
             f"see {rejects_path} for each row's file, line and reason"
         )
-    result = IngestResult(
-        output=output,
-        rejects=rejects_path,
-        manifest=manifest,
-        rows_in=sum(r.rows_in for r in reports),
-        rows_out=sum(r.rows_out for r in reports),
-        rows_rejected=sum(r.rows_rejected for r in reports),
-        by_reason=dict(by_reason),
-        inputs=reports,
-        seconds=time.perf_counter() - started,
-    )
-    write_manifest(_manifest(result, opts), manifest)
+    write_manifest(record, manifest)
     return result
 
 
@@ -290,8 +292,8 @@ def _write(
             pending.popleft().result()
 
 
-def _manifest(result: IngestResult, options: IngestOptions) -> dict[str, Any]:
-    """The ingest manifest (``sc_data/schemas/manifest.schema.json``, kind ``pairs``)."""
+def _manifest(result: IngestResult, options: IngestOptions, written: tuple[Path, Path]) -> dict[str, Any]:
+    """The ingest manifest (``sc_data/schemas/manifest.schema.json``, kind ``pairs``); ``written``: where the pairs and rejects are until they take their names."""
     output, rejects = cast(Path, result.output), cast(Path, result.rejects)  # ingest() sets both
     return new_manifest(
         "pairs",
@@ -304,8 +306,8 @@ def _manifest(result: IngestResult, options: IngestOptions) -> dict[str, Any]:
             "by_reason": dict(sorted(result.by_reason.items())),
         },
         files=[
-            file_entry(output.parent, output.name, result.rows_out),
-            file_entry(rejects.parent, rejects.name, result.rows_rejected),
+            file_entry(output.parent, output.name, result.rows_out, written=written[0]),
+            file_entry(rejects.parent, rejects.name, result.rows_rejected, written=written[1]),
         ],
         licenses=sorted({r.license for r in result.inputs if r.license}),
     )

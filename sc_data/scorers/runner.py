@@ -47,8 +47,9 @@ import pyarrow.parquet as pq
 
 from sc_data.config import load_config
 from sc_data.errors import ConfigError, InputError, ScDataError, ScorerFailure
-from sc_data.io import sha256_file, write_json, write_parquet
+from sc_data.io import atomic_path, sha256_file, write_json, write_parquet
 from sc_data.manifest import (
+    checked,
     claim_output_files,
     file_entry,
     manifest_path,
@@ -417,10 +418,11 @@ def _score_parts(
     return configs
 
 
-def _write_manifest(
+def _manifest(
     output: Path, input_path: Path, input_sha: str, merged: pa.Table, configs: dict[str, dict[str, Any]],
-    scorers: list[Scorer], recipe: dict[str, Any], errors: dict[str, int],
-) -> Path:
+    scorers: list[Scorer], recipe: dict[str, Any], errors: dict[str, int], written: Path,
+) -> dict[str, Any]:
+    """The scored output's manifest, :func:`~sc_data.manifest.checked`; ``written``: where the output is until it takes its name."""
     upstream = upstream_of(input_path)
     counts: dict[str, Any] = {
         "rows_in": merged.num_rows,
@@ -435,7 +437,7 @@ def _write_manifest(
         inputs=[{"path": str(input_path), "sha256": input_sha, "format": "parquet"}],
         recipe=recipe,
         counts=counts,
-        files=[file_entry(output.parent, output.name, merged.num_rows)],
+        files=[file_entry(output.parent, output.name, merged.num_rows, written=written)],
         licenses=list(upstream.get("licenses", [])),
         scorers={
             s.name: {
@@ -448,7 +450,7 @@ def _write_manifest(
         },
         **{k: upstream[k] for k in ("decontamination",) if k in upstream},  # carried to the staged card
     )
-    return write_manifest(manifest, manifest_path(output))
+    return checked(manifest)
 
 
 def score(
@@ -539,10 +541,13 @@ def score(
             merged = _merge(table, folder, built, order)
             result.errors = {s.name: merged.column(f"{s.name}__error").length() - merged.column(f"{s.name}__error").null_count
                              for s in built}
-            write_parquet(merged, output_path)
             recipe = {"step": "score", "scorers": [s.name for s in built], "options": {s.name: s.options() for s in built},
                       "part_rows": part_rows, "world_size": ranks.world_size, "config_hash": config_hash}
-            _write_manifest(output_path, input_path, input_sha, merged, configs or _saved_configs(built, folder), built, recipe, result.errors)
+            with atomic_path(output_path) as tmp:
+                write_parquet(merged, tmp)
+                record = _manifest(output_path, input_path, input_sha, merged, configs or _saved_configs(built, folder), built, recipe,
+                                   result.errors, written=tmp)
+            write_manifest(record, manifest_path(output_path))
             shutil.rmtree(folder, ignore_errors=True)
             failure = _failure(merged, built, max_error_rate, output_path)
         ranks.wait()

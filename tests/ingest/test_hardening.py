@@ -149,6 +149,25 @@ class TestOutputs:
         with pytest.raises(ConfigError, match=r"is a folder; pass a file path"):
             ingest([src], tmp_path, overwrite=True)
 
+    def test_a_manifest_that_fails_leaves_no_output(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The manifest is built before the outputs take their names: failing, it leaves nothing ``--overwrite`` would refuse."""
+        from sc_data.ingest import pipeline
+        from sc_data.io import sha256_file
+
+        src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "chosen": "y", "rejected": "n"}, {"prompt": "q"}])
+        out, rejects, manifest = tmp_path / "pairs.parquet", tmp_path / "pairs.rejects.parquet", tmp_path / "pairs.manifest.json"
+        real = pipeline._manifest
+        monkeypatch.setattr(pipeline, "_manifest", lambda *a, **k: {**real(*a, **k), "oops": object()})
+        with pytest.raises(TypeError, match="a manifest can't hold object"):
+            ingest([src], out)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+        monkeypatch.setattr(pipeline, "_manifest", real)
+        result = ingest([src], out)
+        assert (result.rows_out, result.rows_rejected) == (1, 1)
+        files = {f["path"]: f for f in json.loads(manifest.read_text())["files"]}
+        assert files["pairs.parquet"]["sha256"] == sha256_file(out) and files["pairs.rejects.parquet"]["sha256"] == sha256_file(rejects)
+        assert files["pairs.parquet"]["bytes"] == out.stat().st_size
+
     def test_cli_file_system_errors_are_one_line(self, tmp_path: Path) -> None:
         src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "chosen": "y", "rejected": "n"}])
         (tmp_path / "afile").write_text("x")

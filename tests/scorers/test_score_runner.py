@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sc_data.errors import ConfigError
-from sc_data.io import write_json, write_parquet
+from sc_data.io import sha256_file, write_json, write_parquet
 from sc_data.schema import load_json_schema
 from sc_data.scorers.base import Scorer
 from sc_data.scorers.runner import length_order, parts_dir, score
@@ -116,6 +116,19 @@ class TestRun:
         assert manifest["counts"]["input"]["rows_rejected"] == 1
         assert manifest["scorers"]["length"]["difficulty_column"] == "length__chars"
         assert not parts_dir(out).exists()
+
+    def test_a_manifest_that_fails_leaves_no_output_and_the_parts_to_resume(self, tmp_path: Path) -> None:
+        """An option JSON can't hold fails the manifest before the output takes its name; the scored parts stay."""
+        src = tmp_path / "pairs.parquet"
+        write_parquet(make_pairs(6), src)
+        out = tmp_path / "scored.parquet"
+        with pytest.raises(TypeError, match="a manifest can't hold"):
+            score(src, out, scorers=[LengthScorer(fail_ids=(object(),))], part_rows=4)
+        assert not out.exists() and not (tmp_path / "scored.manifest.json").exists()
+        assert sorted(p.name for p in parts_dir(out).glob("*.parquet"))  # what was scored is kept for a resume
+        score(src, tmp_path / "again.parquet", scorers=[LengthScorer()], part_rows=4)
+        manifest = json.loads((tmp_path / "again.manifest.json").read_text())
+        assert manifest["files"][0]["sha256"] == sha256_file(tmp_path / "again.parquet")
 
     def test_parts_follow_length_order_and_merge_back_to_input_order(self, tmp_path: Path) -> None:
         table = make_pairs(11)
