@@ -64,6 +64,7 @@ from sc_data.train.data import (
     tokenize_table,
 )
 from sc_data.train.outputs import dataset_identity, save_outputs
+from sc_data.train.tracking import PROJECT, logging_dir
 from sc_data.train.trainer import (
     Counters,
     ProgressFn,
@@ -141,6 +142,31 @@ class _StageCallback(TrainerCallback):
             torch.save(self.run.step_state(), Path(args.output_dir) / f"checkpoint-{state.global_step}" / STATE_FILE)
 
 
+class _RunSteps(TrainerCallback):
+    """A tracker's callback (tensorboard, wandb, trackio) kept for the whole run and shown the run's step.
+
+    WHY: each stage is its own ``DPOTrainer``, whose ``global_step`` restarts at 0 and whose
+    tensorboard folder is under the stage's; a tracker left to the stage trainers showed one curve
+    per stage, each from step 0, in a folder per stage. The one callback relays every event with
+    the step moved on by ``offset`` (the steps of the stages before), so each tracker holds one run.
+    """
+
+    def __init__(self, tracker: TrainerCallback) -> None:
+        self.tracker, self.offset = tracker, 0
+
+    @staticmethod
+    def _relay(event: str) -> Any:
+        def relay(self: _RunSteps, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            shifted = copy.copy(state)
+            shifted.global_step = state.global_step + self.offset
+            return getattr(self.tracker, event)(args, shifted, control, **kwargs)
+        return relay
+
+
+for _event in [name for name in vars(TrainerCallback) if name.startswith("on_")]:
+    setattr(_RunSteps, _event, _RunSteps._relay(_event))
+
+
 class TRLCurriculum:
     """A curriculum run on TRL: build it, call :meth:`train`.
 
@@ -162,6 +188,7 @@ class TRLCurriculum:
         self.model_sha256, self.resume, self.progress = model_sha256, resume, progress
         self.output = Path(args.output_dir)
         self.metrics_path = self.output / "metrics.jsonl"
+        self.trackers: list[_RunSteps] | None = None
 
     # ------------------------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -341,6 +368,7 @@ class TRLCurriculum:
         self.trainer = StageTrainer(model=self.model, ref_model=self.ref_model, args=args, train_dataset=self._dataset(stream),
                                     processing_class=self.tokenizer, data_collator=collator,
                                     callbacks=[_StageCallback(self, stage, sampler)], run=self)
+        self._run_trackers(self._offset(stage))
         if self.progress is not None:
             self.trainer.remove_callback(PrinterCallback)
             self.trainer.remove_callback(ProgressCallback)
@@ -348,6 +376,28 @@ class TRLCurriculum:
             self.dev_pi0 = self._dev_logprobs()  # π₀: the policy before any update
         resume_from, self.step_resume = self.step_resume, None
         self.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    def _run_trackers(self, offset: int) -> None:
+        """Swap the stage trainer's tracker callbacks for the run's (the first stage's), shown the run's step.
+
+        Tensorboard writes where the native engine's does, ``run/logs/sc-data``.
+        """
+        from transformers.integrations import (
+            TensorBoardCallback,
+            get_reporting_integration_callbacks,
+        )
+
+        kinds = get_reporting_integration_callbacks(self.args.report_to)
+        if self.trackers is None:
+            self.trackers = [_RunSteps(tracker) for kind in kinds if (tracker := self.trainer.pop_callback(kind)) is not None]
+            for run in self.trackers:
+                if isinstance(run.tracker, TensorBoardCallback) and run.tracker.logging_dir is None:
+                    run.tracker.logging_dir = str(logging_dir(self.output) / PROJECT)
+        for kind in kinds:
+            self.trainer.remove_callback(kind)
+        for run in self.trackers:
+            run.offset = offset
+            self.trainer.add_callback(run)
 
     def _dev_logprobs(self) -> dict[str, torch.Tensor]:
         """The policy's summed log-probs on the dev split (the shared core, no grad)."""

@@ -47,6 +47,22 @@ class TestTracking:
             assert [s for s, _ in logged] == [r["step"] for r in rows]
             assert [v for _, v in logged] == pytest.approx([r[key] for r in rows], rel=1e-6, abs=1e-7)
 
+    def test_trl_engine_logs_one_run_across_stages(self, staged_dir: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
+        """Each stage is its own DPOTrainer; tensorboard still holds one run at the run's steps, beside the native engine's."""
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        pytest.importorskip("trl")
+        cfg = tiny_config(tiny_lm_dir, engine="trl", curriculum={"schedule": "staged_competence", "max_steps_per_stage": 2},
+                          output={"report_to": "tensorboard"})
+        train(staged_dir, tmp_path / "run", cfg)
+        rows = _metrics(tmp_path / "run")
+        assert len({r["stage"] for r in rows}) == 3 and [r["step"] for r in rows] == list(range(1, 7))
+        folder = tmp_path / "run" / "logs" / "sc-data"
+        assert not list((tmp_path / "run" / "stages").rglob("events.out.tfevents.*"))
+        logged = sorted((e.step, e.value) for f in folder.glob("events.out.tfevents.*") for e in EventAccumulator(str(f)).Reload().Scalars("train/loss"))
+        assert [s for s, _ in logged] == [r["step"] for r in rows]
+        assert [v for _, v in logged] == pytest.approx([r["loss"] for r in rows], rel=1e-5)
+
     def test_no_tracker_by_default(self, staged_dir: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
         train(staged_dir, tmp_path / "run", tiny_config(tiny_lm_dir, curriculum={"schedule": "shuffled", "max_steps_per_stage": 1}))
         assert not (tmp_path / "run" / "logs").exists()
