@@ -3,7 +3,7 @@
 Generates ``--rows`` pairs (prompt 55-85, answers 140-175 characters, ASCII, every row distinct;
 or, with ``--texts``, a real set's pairs cycled: non-ASCII and escapes as they come), then
 times ``sc_data.ingest.ingest`` on them and reports pairs/s and the peak RSS of the process
-(``resource.getrusage``; on Linux ``ru_maxrss`` is in KiB; the largest parse worker's separately),
+(``resource.getrusage``; on Linux ``ru_maxrss`` is in KiB; this TRL JSONL runs on threads, no worker process),
 the CPU seconds spent (a figure that, unlike wall time, doesn't depend on what else the machine
 runs) and the load average around the run. Generation is not timed.
 
@@ -73,7 +73,7 @@ def generate(path: Path, rows: int, seed: int = 0, texts: Path | None = None, od
                 "chosen": rng.choice(CHOSEN).format(**values),
                 "rejected": rng.choice(REJECTED).format(**values),
             }
-            fh.write(json.dumps(record) + "\n" + (TRUNCATED if odd_every and (i + 1) % odd_every == 0 else ""))
+            fh.write(json.dumps(record) + "\n" + _odd_line(i, odd_every))
 
 
 def _cycle(texts: Path, path: Path, rows: int, odd_every: int) -> None:
@@ -84,7 +84,12 @@ def _cycle(texts: Path, path: Path, rows: int, odd_every: int) -> None:
         for i in range(rows):
             r = records[i % len(records)]
             record = {"prompt": f"{r['prompt'].removeprefix('Human: ')} ({i})", "chosen": r["chosen"], "rejected": r["rejected"]}
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n" + (TRUNCATED if odd_every and (i + 1) % odd_every == 0 else ""))
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n" + _odd_line(i, odd_every))
+
+
+def _odd_line(i: int, odd_every: int) -> str:
+    """What follows pair ``i`` (0-based): :data:`TRUNCATED` after every ``odd_every`` pairs, else nothing."""
+    return TRUNCATED if odd_every and (i + 1) % odd_every == 0 else ""
 
 
 def _cpu_seconds() -> float:
@@ -205,11 +210,10 @@ def main() -> None:
     load_before = round(os.getloadavg()[0], 2)
     cpu_before = _cpu_seconds()
     start = time.perf_counter()
-    result = ingest([source], args.out / "pairs.parquet")
+    result = ingest([source], args.out / "pairs.parquet", overwrite=True)  # a --keep folder is run again
     seconds = time.perf_counter() - start
     cpu = _cpu_seconds() - cpu_before
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child_peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     report = {
         "rows_in": result.rows_in,
         "rows_out": result.rows_out,
@@ -217,7 +221,6 @@ def main() -> None:
         "seconds": round(seconds, 2),
         "pairs_per_s": round(result.rows_out / seconds),
         "peak_rss_mib": round(peak_mib),
-        "worker_peak_rss_mib": round(child_peak_mib),
         "ranges_in_flight": parallel.LOOKAHEAD,  # this TRL JSONL takes the columnar path: threads, never worker processes
         "cpu_seconds": round(cpu, 2),
         "cpu_us_per_pair": round(cpu / result.rows_in * 1e6, 2),
