@@ -451,10 +451,40 @@ def _hub_builder(source: Source) -> Any:
     with source._lock:
         if source._builder is None:
             try:
-                source._builder = datasets.load_dataset_builder(source.name, source.subset, revision=source.revision)
+                builder = datasets.load_dataset_builder(source.name, source.subset, revision=source.revision)
             except Exception as e:  # noqa: BLE001 - datasets raises many types; all mean "can't serve it"
                 raise _hub_error(source, e) from e
+            _check_offline_revision(source, builder.hash)
+            source._builder = builder
         return source._builder
+
+
+def _check_offline_revision(source: Source, served: str) -> None:
+    """Offline, refuse a build of another commit than the revision asked for.
+
+    WHY: offline, ``datasets`` serves its latest cached build of a dataset whatever the revision
+    (it logs "Using the latest cached version"), so ``NAME@v1`` read main's rows under v1's name.
+    The revision's commit comes from the Hub cache's refs (a tag or branch) or is the revision
+    itself (a commit id).
+
+    Raises:
+        InputError: the build served is not the revision's commit, or the cache can't say which it is.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not constants.HF_HUB_OFFLINE or source.revision is None or source.revision == served:
+        return
+    card = try_to_load_from_cache(source.name, "README.md", revision=source.revision, repo_type="dataset")
+    snapshot = Path(card).parent if isinstance(card, str) else None
+    if snapshot is not None and snapshot.name == served:
+        return
+    commit = f" (commit {snapshot.name})" if snapshot is not None else ""
+    where = f", such as its files in the Hub cache: {snapshot}" if snapshot is not None else ""
+    raise InputError(
+        f"input {source.spec!r}: HF_HUB_OFFLINE is set, and offline datasets serves only its latest cached build "
+        f"(commit {served}), not revision {source.revision!r}{commit}; unset HF_HUB_OFFLINE to read that revision, "
+        f"or pass local files{where}"
+    )
 
 
 def _hub_dataset(source: Source) -> dict[str, Any]:

@@ -143,6 +143,32 @@ class TestHubIngest:
         assert (f"Error: input '{REPO}': HF_HUB_OFFLINE is set and this Hub dataset is not in the local datasets cache; "
                 "unset HF_HUB_OFFLINE") in flat(proc.stderr)
 
+    def test_offline_an_older_revision_is_read_only_from_its_own_cached_build(
+        self, hub_prefs: dict[str, str], hub_env: dict[str, str], tmp_path: Path
+    ) -> None:
+        """Offline, datasets serves its latest cached build whatever the revision: v1 must not come back as main's rows."""
+        offline_env = hub_env | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        assert ingest([f"{REPO}@v1", "--split", "train"], hub_env, tmp_path / "v1.parquet").returncode == 0
+        proc = ingest([f"{REPO}@v1", "--split", "train"], offline_env, tmp_path / "v1_offline.parquet")
+        assert proc.returncode == 0, proc.stderr  # v1's is the latest cached build: served
+        assert ids_of(tmp_path / "v1_offline.parquet") == expected_ids(0, 6)
+        assert manifest_of(tmp_path / "v1_offline.parquet")["inputs"][0]["hub"]["commit"] == hub_prefs["v1"]
+
+        assert ingest([REPO, "--split", "train"], hub_env, tmp_path / "main.parquet").returncode == 0  # main's build is now the latest
+        for spec in (f"{REPO}@v1", f"{REPO}@{hub_prefs['v1']}"):
+            out = tmp_path / "refused.parquet"
+            proc = ingest([spec, "--split", "train"], offline_env, out)
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+            errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
+            assert len(errors) == 1 and not out.exists()
+            snapshot = tmp_path / "hf_home" / "hub" / "datasets--sc-org--prefs" / "snapshots" / hub_prefs["v1"]
+            assert (f"offline datasets serves only its latest cached build (commit {hub_prefs['main']}), not revision "
+                    f"'{spec.partition('@')[2]}'") in flat(proc.stderr)
+            assert f"its files in the Hub cache: {snapshot}" in flat(proc.stderr)
+        proc = ingest([f"{REPO}@main", "--split", "train"], offline_env, tmp_path / "main_offline.parquet")
+        assert proc.returncode == 0, proc.stderr
+        assert ids_of(tmp_path / "main_offline.parquet") == expected_ids(0, 7)
+
     def test_a_saved_dataset_dict_is_read_per_split_the_same_way(self, hub_prefs: dict[str, str], hub_env: dict[str, str],
                                                                   tmp_path: Path) -> None:
         import datasets
