@@ -143,23 +143,30 @@ class _StageCallback(TrainerCallback):
 
 
 class _RunSteps(TrainerCallback):
-    """A tracker's callback (tensorboard, wandb, trackio) kept for the whole run and shown the run's step.
+    """The trackers' callbacks (tensorboard, wandb, trackio) kept for the whole run and shown the run's step.
 
     WHY: each stage is its own ``DPOTrainer``, whose ``global_step`` restarts at 0 and whose
-    tensorboard folder is under the stage's; a tracker left to the stage trainers showed one curve
-    per stage, each from step 0, in a folder per stage. The one callback relays every event with
-    the step moved on by ``offset`` (the steps of the stages before), so each tracker holds one run.
+    tensorboard folder is under the stage's; trackers left to the stage trainers showed one curve
+    per stage, each from step 0, in a folder per stage. This one callback relays every event to
+    them; what they record (:data:`RECORDED`) with the step moved on by ``offset`` (the steps of
+    the stages before), so each tracker holds one run. Other events keep the stage's step, which
+    names the stage's checkpoint folders (wandb's ``on_save`` uploads ``checkpoint-<step>``).
     """
 
-    def __init__(self, tracker: TrainerCallback) -> None:
-        self.tracker, self.offset = tracker, 0
+    RECORDED = frozenset({"on_log", "on_evaluate", "on_predict"})
+
+    def __init__(self, trackers: list[TrainerCallback]) -> None:
+        self.trackers, self.offset = trackers, 0
 
     @staticmethod
     def _relay(event: str) -> Any:
         def relay(self: _RunSteps, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            shifted = copy.copy(state)
-            shifted.global_step = state.global_step + self.offset
-            return getattr(self.tracker, event)(args, shifted, control, **kwargs)
+            if event in _RunSteps.RECORDED:
+                state = copy.copy(state)
+                state.global_step += self.offset
+            for tracker in self.trackers:  # as transformers' CallbackHandler does: a control returned replaces the one passed on
+                control = getattr(tracker, event)(args, state, control, **kwargs) or control
+            return control
         return relay
 
 
@@ -188,7 +195,7 @@ class TRLCurriculum:
         self.model_sha256, self.resume, self.progress = model_sha256, resume, progress
         self.output = Path(args.output_dir)
         self.metrics_path = self.output / "metrics.jsonl"
-        self.trackers: list[_RunSteps] | None = None
+        self.trackers: _RunSteps | None = None
 
     # ------------------------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -389,15 +396,14 @@ class TRLCurriculum:
 
         kinds = get_reporting_integration_callbacks(self.args.report_to)
         if self.trackers is None:
-            self.trackers = [_RunSteps(tracker) for kind in kinds if (tracker := self.trainer.pop_callback(kind)) is not None]
-            for run in self.trackers:
-                if isinstance(run.tracker, TensorBoardCallback) and run.tracker.logging_dir is None:
-                    run.tracker.logging_dir = str(logging_dir(self.output) / PROJECT)
+            self.trackers = _RunSteps([tracker for kind in kinds if (tracker := self.trainer.pop_callback(kind)) is not None])
+            for tracker in self.trackers.trackers:
+                if isinstance(tracker, TensorBoardCallback) and tracker.logging_dir is None:
+                    tracker.logging_dir = str(logging_dir(self.output) / PROJECT)
         for kind in kinds:
             self.trainer.remove_callback(kind)
-        for run in self.trackers:
-            run.offset = offset
-            self.trainer.add_callback(run)
+        self.trackers.offset = offset
+        self.trainer.add_callback(self.trackers)
 
     def _dev_logprobs(self) -> dict[str, torch.Tensor]:
         """The policy's summed log-probs on the dev split (the shared core, no grad)."""

@@ -47,14 +47,24 @@ class TestTracking:
             assert [s for s, _ in logged] == [r["step"] for r in rows]
             assert [v for _, v in logged] == pytest.approx([r[key] for r in rows], rel=1e-6, abs=1e-7)
 
-    def test_trl_engine_logs_one_run_across_stages(self, staged_dir: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
-        """Each stage is its own DPOTrainer; tensorboard still holds one run at the run's steps, beside the native engine's."""
+    def test_trl_engine_logs_one_run_across_stages(self, staged_dir: Path, tiny_lm_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+        """Each stage is its own DPOTrainer; tensorboard still holds one run at the run's steps, beside the native engine's.
+
+        A tracker's ``on_save`` still sees the stage's step, which names the checkpoint folder it
+        may upload (wandb's ``WANDB_LOG_MODEL=checkpoint``).
+        """
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from transformers.integrations import TensorBoardCallback
 
         pytest.importorskip("trl")
+        saved: list[tuple[Path, bool]] = []  # (the checkpoint folder on_save names, whether it is there then)
+        monkeypatch.setattr(TensorBoardCallback, "on_save", lambda self, args, state, control, **kw: saved.append(
+            (folder := Path(args.output_dir) / f"checkpoint-{state.global_step}", folder.is_dir())), raising=False)
         cfg = tiny_config(tiny_lm_dir, engine="trl", curriculum={"schedule": "staged_competence", "max_steps_per_stage": 2},
-                          output={"report_to": "tensorboard"})
+                          output={"report_to": "tensorboard"}, checkpoint={"every": 1})
         train(staged_dir, tmp_path / "run", cfg)
+        assert [there for _, there in saved] == [True] * 6, saved
         rows = _metrics(tmp_path / "run")
         assert len({r["stage"] for r in rows}) == 3 and [r["step"] for r in rows] == list(range(1, 7))
         folder = tmp_path / "run" / "logs" / "sc-data"
