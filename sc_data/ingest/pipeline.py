@@ -242,8 +242,6 @@ def ingest(
     with _gc_paused(), atomic_path(rejects_path) as tmp_rej, contextlib.suppress(_NoPair):
         with atomic_path(output) as tmp_out:
             _write(iter_ingest(inputs, opts, reports, progress), tmp_out, tmp_rej, output_schema(opts.safety_pairs == "flag"), by_reason)
-            if not sum(r.rows_out for r in reports):
-                raise _NoPair  # the pairs file is dropped; the rejects, which say why, are kept
             result = IngestResult(
                 output=output,
                 rejects=rejects_path,
@@ -255,14 +253,19 @@ def ingest(
                 inputs=reports,
                 seconds=time.perf_counter() - started,
             )
-            record = checked(_manifest(result, opts, written=(tmp_out, tmp_rej)))
-    if not sum(r.rows_out for r in reports):
+            if not result.rows_out:
+                # the pairs file is dropped; the rejects, which say why, are kept, listed by a
+                # manifest so that --overwrite may replace them once the input is fixed
+                record = checked(_manifest(result, opts, {rejects_path: tmp_rej}))
+                raise _NoPair
+            record = checked(_manifest(result, opts, {output: tmp_out, rejects_path: tmp_rej}))
+    write_manifest(record, manifest)
+    if not result.rows_out:
         reasons = ", ".join(f"{k} {v}" for k, v in by_reason.most_common(3))
         raise InputError(
-            f"no usable pair: all {sum(r.rows_in for r in reports)} record(s) were rejected ({reasons}); "
+            f"no usable pair: all {result.rows_in} record(s) were rejected ({reasons}); "
             f"see {rejects_path} for each row's file, line and reason"
         )
-    write_manifest(record, manifest)
     return result
 
 
@@ -292,9 +295,13 @@ def _write(
             pending.popleft().result()
 
 
-def _manifest(result: IngestResult, options: IngestOptions, written: tuple[Path, Path]) -> dict[str, Any]:
-    """The ingest manifest (``sc_data/schemas/manifest.schema.json``, kind ``pairs``); ``written``: where the pairs and rejects are until they take their names."""
-    output, rejects = cast(Path, result.output), cast(Path, result.rejects)  # ingest() sets both
+def _manifest(result: IngestResult, options: IngestOptions, written: dict[Path, Path]) -> dict[str, Any]:
+    """The ingest manifest (``sc_data/schemas/manifest.schema.json``, kind ``pairs``).
+
+    ``written``: each file it lists (the pairs and the rejects, or the rejects alone) and where it
+    is until it takes its name.
+    """
+    rows = {result.output: result.rows_out, result.rejects: result.rows_rejected}
     return new_manifest(
         "pairs",
         inputs=[r.to_dict() for r in result.inputs],
@@ -305,9 +312,6 @@ def _manifest(result: IngestResult, options: IngestOptions, written: tuple[Path,
             "rows_rejected": result.rows_rejected,
             "by_reason": dict(sorted(result.by_reason.items())),
         },
-        files=[
-            file_entry(output.parent, output.name, result.rows_out, written=written[0]),
-            file_entry(rejects.parent, rejects.name, result.rows_rejected, written=written[1]),
-        ],
+        files=[file_entry(final.parent, final.name, rows[final], written=now) for final, now in written.items()],
         licenses=sorted({r.license for r in result.inputs if r.license}),
     )

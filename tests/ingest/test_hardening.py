@@ -126,6 +126,14 @@ class TestFileFaults:
             ingest([path], tmp_path / "out.parquet")
         assert not (tmp_path / "out.parquet").exists()
         assert pq.read_table(tmp_path / "out.rejects.parquet").num_rows == 3
+        manifest = json.loads((tmp_path / "out.manifest.json").read_text())  # lists the rejects: sc-data's to replace
+        assert [f["path"] for f in manifest["files"]] == ["out.rejects.parquet"]
+        assert (manifest["counts"]["rows_out"], manifest["counts"]["rows_rejected"]) == (0, 3)
+        fixed = write_jsonl(tmp_path / "fixed.jsonl", [{"prompt": "q", "chosen": "no", "rejected": "yes"}])
+        with pytest.raises(ConfigError, match="already exists; pass --overwrite"):
+            ingest([fixed], tmp_path / "out.parquet")
+        assert ingest([fixed], tmp_path / "out.parquet", overwrite=True).rows_out == 1
+        assert pq.read_table(tmp_path / "out.rejects.parquet").num_rows == 0
 
     def test_bom_at_the_start_of_a_json_array(self, tmp_path: Path) -> None:
         path = tmp_path / "a.json"
