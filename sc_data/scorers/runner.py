@@ -166,7 +166,10 @@ def _config_hash(input_sha: str, scorers: list[Scorer], part_rows: int) -> str:
             for s in scorers
         ],
     }
-    blob = json.dumps(payload, sort_keys=True, default=str).encode("utf-8")
+    try:
+        blob = json.dumps(checked(payload), sort_keys=True).encode("utf-8")
+    except TypeError as e:  # refused before anything is scored, not when the manifest is written
+        raise ConfigError(f"scorer options must be JSON values (the manifest and the resume key record them): {e}") from None
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -422,7 +425,7 @@ def _manifest(
     output: Path, input_path: Path, input_sha: str, merged: pa.Table, configs: dict[str, dict[str, Any]],
     scorers: list[Scorer], recipe: dict[str, Any], errors: dict[str, int], written: Path,
 ) -> dict[str, Any]:
-    """The scored output's manifest, :func:`~sc_data.manifest.checked`; ``written``: where the output is until it takes its name."""
+    """The scored output's manifest; ``written``: where the output is until it takes its name."""
     upstream = upstream_of(input_path)
     counts: dict[str, Any] = {
         "rows_in": merged.num_rows,
@@ -432,7 +435,7 @@ def _manifest(
     }
     if "counts" in upstream:
         counts["input"] = upstream["counts"]
-    manifest = new_manifest(
+    return new_manifest(
         "scored",
         inputs=[{"path": str(input_path), "sha256": input_sha, "format": "parquet"}],
         recipe=recipe,
@@ -450,7 +453,6 @@ def _manifest(
         },
         **{k: upstream[k] for k in ("decontamination",) if k in upstream},  # carried to the staged card
     )
-    return checked(manifest)
 
 
 def score(
@@ -545,8 +547,8 @@ def score(
                       "part_rows": part_rows, "world_size": ranks.world_size, "config_hash": config_hash}
             with atomic_path(output_path) as tmp:
                 write_parquet(merged, tmp)
-                record = _manifest(output_path, input_path, input_sha, merged, configs or _saved_configs(built, folder), built, recipe,
-                                   result.errors, written=tmp)
+                record = checked(_manifest(output_path, input_path, input_sha, merged, configs or _saved_configs(built, folder), built,
+                                           recipe, result.errors, written=tmp))
             write_manifest(record, manifest_path(output_path))
             shutil.rmtree(folder, ignore_errors=True)
             failure = _failure(merged, built, max_error_rate, output_path)

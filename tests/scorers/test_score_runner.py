@@ -117,18 +117,31 @@ class TestRun:
         assert manifest["scorers"]["length"]["difficulty_column"] == "length__chars"
         assert not parts_dir(out).exists()
 
-    def test_a_manifest_that_fails_leaves_no_output_and_the_parts_to_resume(self, tmp_path: Path) -> None:
-        """An option JSON can't hold fails the manifest before the output takes its name; the scored parts stay."""
+    def test_a_manifest_that_fails_leaves_no_output_and_the_parts_to_resume(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The manifest is built before the output takes its name; failing, it leaves no output and keeps the scored parts."""
+        from sc_data.scorers import runner
+
         src = tmp_path / "pairs.parquet"
         write_parquet(make_pairs(6), src)
         out = tmp_path / "scored.parquet"
-        with pytest.raises(TypeError, match="a manifest can't hold"):
-            score(src, out, scorers=[LengthScorer(fail_ids=(object(),))], part_rows=4)
+        real = runner._manifest
+        monkeypatch.setattr(runner, "_manifest", lambda *a, **k: {**real(*a, **k), "oops": object()})
+        with pytest.raises(TypeError, match="a manifest can't hold object"):
+            score(src, out, scorers=[LengthScorer()], part_rows=4)
         assert not out.exists() and not (tmp_path / "scored.manifest.json").exists()
         assert sorted(p.name for p in parts_dir(out).glob("*.parquet"))  # what was scored is kept for a resume
-        score(src, tmp_path / "again.parquet", scorers=[LengthScorer()], part_rows=4)
-        manifest = json.loads((tmp_path / "again.manifest.json").read_text())
-        assert manifest["files"][0]["sha256"] == sha256_file(tmp_path / "again.parquet")
+        monkeypatch.setattr(runner, "_manifest", real)
+        score(src, out, scorers=[LengthScorer()], part_rows=4, resume=True)
+        manifest = json.loads((tmp_path / "scored.manifest.json").read_text())
+        assert manifest["files"][0]["sha256"] == sha256_file(out)
+
+    def test_an_option_json_cannot_hold_is_refused_before_scoring(self, tmp_path: Path) -> None:
+        src = tmp_path / "pairs.parquet"
+        write_parquet(make_pairs(6), src)
+        out = tmp_path / "scored.parquet"
+        with pytest.raises(ConfigError, match=r"scorer options must be JSON values .*a manifest can't hold object"):
+            score(src, out, scorers=[LengthScorer(fail_ids=(object(),))], part_rows=4)
+        assert not out.exists() and not parts_dir(out).exists()
 
     def test_parts_follow_length_order_and_merge_back_to_input_order(self, tmp_path: Path) -> None:
         table = make_pairs(11)
