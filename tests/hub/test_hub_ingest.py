@@ -165,6 +165,9 @@ class TestHubIngest:
             assert (f"offline datasets serves only its latest cached build (commit {hub_prefs['main']}), not revision "
                     f"'{spec.partition('@')[2]}'") in flat(proc.stderr)
             assert f"its files in the Hub cache: {snapshot}" in flat(proc.stderr)
+        proc = ingest([str(snapshot / "data" / "train-00000-of-00001.parquet")], offline_env, tmp_path / "from_snapshot.parquet")
+        assert proc.returncode == 0, proc.stderr  # what the error points at reads as a local file: v1's rows
+        assert ids_of(tmp_path / "from_snapshot.parquet") == expected_ids(0, 6)
         proc = ingest([f"{REPO}@main", "--split", "train"], offline_env, tmp_path / "main_offline.parquet")
         assert proc.returncode == 0, proc.stderr
         assert ids_of(tmp_path / "main_offline.parquet") == expected_ids(0, 7)
