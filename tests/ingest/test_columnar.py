@@ -42,6 +42,10 @@ ODD_LINES = {
     "long_non_ascii": json.dumps({"prompt": "\u00e9" * (DEFAULT_MAX_CHARS - 1), "chosen": "No.", "rejected": "Yes."}, ensure_ascii=False),
     "too_long_non_ascii": json.dumps({"prompt": "\u00e9" * (DEFAULT_MAX_CHARS + 1), "chosen": "No.", "rejected": "Yes."}, ensure_ascii=False),
     "combining": json.dumps({"prompt": "cafe\u0301?", "chosen": "Non.", "rejected": "Oui."}, ensure_ascii=False),
+    # what NFC may change, raw in 3 and 4 bytes of UTF-8 and as an escape: each left to the row path
+    "ohm_sign": json.dumps({"prompt": "5 \u2126?", "chosen": "No.", "rejected": "Yes."}, ensure_ascii=False),
+    "astral_combining": json.dumps({"prompt": "Q\U0001D165?", "chosen": "No.", "rejected": "Yes."}, ensure_ascii=False),
+    "combining_escaped": '{"prompt": "cafe\\u0301?", "chosen": "Non.", "rejected": "Oui."}',
     "raw_tab": '{"prompt": "a\tb?", "chosen": "No.", "rejected": "Yes."}',
     "nul_escape": '{"prompt": "a\\u0000b?", "chosen": "No.", "rejected": "Yes."}',
     "control_escape": '{"prompt": "a\\u0001b?", "chosen": "No.", "rejected": "Yes."}',
