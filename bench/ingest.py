@@ -10,7 +10,8 @@ runs) and the load average around the run. Generation is not timed.
 ``--peers`` runs every tool (sc-data, sc-data ``--sequential``, ``pyarrow.json``,
 ``datasets.load_dataset("json")``, ``polars.read_ndjson``; the peers only parse and write) in a
 fresh process each, alternating, ``--repeats`` times, and reports medians and ratios to polars,
-so every figure is a same-run ratio on a shared machine.
+so every figure is a same-run ratio on a shared machine. It also runs sc-data with its sha256
+passes taken out (:func:`_without_hashes`): what no faster hash could beat.
 
 Usage:
     python -m bench.ingest --rows 1000000 --out /tmp/sc-bench
@@ -98,7 +99,7 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-PEERS = ("sc_data", "sc_data_sequential", "pyarrow", "datasets", "polars")
+PEERS = ("sc_data", "sc_data_sequential", "sc_data_unhashed", "pyarrow", "datasets", "polars")
 
 
 def _one_range_at_a_time(parallel: Any) -> None:
@@ -107,14 +108,32 @@ def _one_range_at_a_time(parallel: Any) -> None:
     parallel.LOOKAHEAD = 1
 
 
+def _without_hashes(columnar: Any, readers: Any) -> None:
+    """sc-data ``unhashed``: the pairs' ids drawn at random and the input not hashed. Not a mode of
+    sc-data but a bound: how fast it would run were its two sha256 passes (ids over the canonical
+    JSON, ~0.5 GB a million pairs; the input, for the manifest) free, as no faster hash can make them."""
+    import numpy as np
+    import pyarrow as pa
+
+    def random_ids(stripped: list[Any], escapes: Any) -> Any:
+        n = len(stripped[0])
+        offsets = np.arange(0, 16 * n + 1, 16, dtype=np.int32)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(os.urandom(8 * n).hex().encode()))
+
+    columnar._content_ids = random_ids
+    readers.Source.sha256 = lambda self: "0" * 64
+
+
 def run_peer(tool: str, source: Path, out: Path) -> dict[str, float]:
     """One tool, JSONL -> Parquet, in this (fresh) process: wall and CPU seconds, peak RSS."""
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
     if tool.startswith("sc_data"):
-        from sc_data.ingest import ingest, parallel
+        from sc_data.ingest import columnar, ingest, parallel, readers
 
         if tool == "sc_data_sequential":
             _one_range_at_a_time(parallel)
+        if tool == "sc_data_unhashed":
+            _without_hashes(columnar, readers)
         ingest([source], out / f"{tool}.parquet", overwrite=True)
     elif tool == "pyarrow":
         import pyarrow.json as pj
