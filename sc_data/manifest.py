@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,21 @@ def manifest_path(output: str | Path) -> Path:
     """The manifest of a file output: ``scored.parquet`` -> ``scored.manifest.json`` beside it."""
     output = Path(output)
     return output.with_name(f"{output.stem}.manifest.json")
+
+
+def listed_path(path: Path, manifest: Path) -> str:
+    """How a step's manifest lists one of its output files: the path from the manifest's folder
+    (the file's name when it sits beside the manifest, as it does by default).
+
+    WHY not the name alone: a rejects file written to another folder (``--rejects other/r.parquet``)
+    was listed as ``r.parquet``, and ``--overwrite`` then took any file of that name, in any
+    folder, for one sc-data wrote.
+    """
+    target, folder = Path(path).resolve(), Path(manifest).parent.resolve()
+    try:
+        return Path(os.path.relpath(target, folder)).as_posix()
+    except ValueError:  # Windows: another drive has no relative path
+        return target.as_posix()
 
 
 def file_entry(root: Path, rel: str, rows: int, *, written: Path | None = None, **extra: Any) -> dict[str, Any]:
@@ -143,8 +159,8 @@ def claim_output_files(outputs: list[Path], manifest: Path, *, overwrite: bool) 
     """Check that the files a step is about to write may be written.
 
     A path that does not exist is free. An existing one is replaced only with ``overwrite`` and
-    only when sc-data wrote it: the step's manifest beside it is an sc-data manifest that lists
-    it (the manifest itself counts as sc-data's when it is one).
+    only when sc-data wrote it: the step's manifest is an sc-data manifest that lists it, by its
+    :func:`listed_path` (the manifest itself counts as sc-data's when it is one).
 
     Raises:
         ConfigError: an output is a folder, exists without ``overwrite``, or was not written by sc-data.
@@ -167,7 +183,7 @@ def claim_output_files(outputs: list[Path], manifest: Path, *, overwrite: bool) 
         ours = manifest.is_file() and "sc_data_version" in read_manifest(manifest)
     except InputError:
         listed, ours = set(), False
-    foreign = [p for p in existing if p != manifest and (not ours or p.name not in listed)]
+    foreign = [p for p in existing if p != manifest and (not ours or listed_path(p, manifest) not in listed)]
     if (manifest in existing and not ours) or foreign:
         what = str(foreign[0]) if foreign else str(manifest)
         raise ConfigError(

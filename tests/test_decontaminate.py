@@ -149,6 +149,12 @@ class TestOutputs:
         ok = api.decontaminate(pairs, [tmp_path / "e.txt"], tmp_path / "ok.parquet")
         again = api.decontaminate(pairs, [tmp_path / "e.txt"], tmp_path / "ok.parquet", overwrite=True)
         assert (ok.rows_rejected, again.rows_rejected) == (1, 1)
+        mine = tmp_path / "mine" / "ok.rejects.parquet"  # the name the manifest lists, in another folder
+        mine.parent.mkdir()
+        mine.write_text("mine", "utf-8")
+        with pytest.raises(ConfigError, match="sc-data did not write"):
+            api.decontaminate(pairs, [tmp_path / "e.txt"], tmp_path / "ok.parquet", rejects=mine, overwrite=True)
+        assert mine.read_text("utf-8") == "mine"
 
     def test_a_manifest_that_fails_leaves_no_output(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         from sc_data.decontam import pipeline

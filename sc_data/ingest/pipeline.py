@@ -35,6 +35,7 @@ from sc_data.manifest import (
     checked,
     claim_output_files,
     file_entry,
+    listed_path,
     manifest_path,
     new_manifest,
     write_manifest,
@@ -312,6 +313,7 @@ def _manifest(result: IngestResult, options: IngestOptions, written: dict[Path, 
             "rows_rejected": result.rows_rejected,
             "by_reason": dict(sorted(result.by_reason.items())),
         },
-        files=[file_entry(final.parent, final.name, rows[final], written=now) for final, now in written.items()],
+        files=[file_entry(final.parent, listed_path(final, result.manifest), rows[final], written=now)
+               for final, now in written.items()],
         licenses=sorted({r.license for r in result.inputs if r.license}),
     )

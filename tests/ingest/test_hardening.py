@@ -157,6 +157,24 @@ class TestOutputs:
         with pytest.raises(ConfigError, match=r"is a folder; pass a file path"):
             ingest([src], tmp_path, overwrite=True)
 
+    def test_rejects_in_another_folder_are_listed_by_their_path(self, tmp_path: Path) -> None:
+        """``--overwrite`` replaces a file elsewhere only if the manifest lists that path, not just a file of its name."""
+        src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "chosen": "y", "rejected": "n"}, {"prompt": "q"}])
+        out, mine = tmp_path / "out" / "pairs.parquet", tmp_path / "mine" / "pairs.rejects.parquet"
+        out.parent.mkdir()
+        mine.parent.mkdir()
+        ingest([src], out)  # lists pairs.rejects.parquet, beside it
+        mine.write_bytes(b"my own data")
+        with pytest.raises(ConfigError, match=r"refusing to overwrite .*mine/pairs.rejects.parquet.*sc-data did not write it"):
+            ingest([src], out, rejects=mine, overwrite=True)
+        assert mine.read_bytes() == b"my own data"
+        elsewhere = tmp_path / "other" / "rejects.parquet"
+        elsewhere.parent.mkdir()
+        ingest([src], out, rejects=elsewhere, overwrite=True)
+        files = [f["path"] for f in json.loads((tmp_path / "out" / "pairs.manifest.json").read_text())["files"]]
+        assert files == ["pairs.parquet", "../other/rejects.parquet"]
+        assert ingest([src], out, rejects=elsewhere, overwrite=True).rows_rejected == 1  # sc-data's, by its path
+
     def test_a_manifest_that_fails_leaves_no_output(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """The manifest is built before the outputs take their names: failing, it leaves nothing ``--overwrite`` would refuse."""
         from sc_data.ingest import pipeline
