@@ -91,6 +91,41 @@ class TestRealData:
         assert manifest["counts"]["input"]["rows_out"] == 3969 and manifest["licenses"] == read_manifest(
             paper_pairs.with_name("pairs.manifest.json"))["licenses"]
 
+    def test_batches_give_the_one_batch_result(self, paper_pairs: Path, shared_data: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+        """Read, matched and written in batches (memory flat in the input's size): the same rows, rejects (with their
+        input lines) and counts as in one batch."""
+        from sc_data.decontam import pipeline
+
+        hh = shared_data / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+        whole = api.decontaminate(paper_pairs, [hh], tmp_path / "whole.parquet")
+        monkeypatch.setattr(pipeline, "BATCH_ROWS", 500)
+        done: list[int] = []
+        parts = api.decontaminate(paper_pairs, [hh], tmp_path / "parts.parquet", progress=done.append)
+        assert done == [500] * 7 + [469]
+        assert pq.ParquetFile(whole.output).metadata.num_row_groups == 1
+        assert pq.ParquetFile(parts.output).metadata.num_row_groups == 8  # 3,969 rows, 500 a batch
+        assert pq.read_table(parts.output).equals(pq.read_table(whole.output), check_metadata=True)
+        assert pq.read_table(parts.rejects).equals(pq.read_table(whole.rejects))
+        assert len({r["line"] for r in _removed(parts)}) == parts.rows_rejected == 332  # lines count from the file's start
+        assert (parts.rows_in, parts.rows_out, parts.by_method, parts.by_eval_set) == \
+            (whole.rows_in, whole.rows_out, whole.by_method, whole.by_eval_set)
+
+    def test_a_part_that_cannot_be_read_is_one_error(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from sc_data.decontam import pipeline
+
+        table = pa.table({"prompt": [f"question number {i} " * 5 for i in range(2000)]})
+        pq.write_table(table, tmp_path / "in.parquet", row_group_size=1000, compression="zstd")
+        data = bytearray((tmp_path / "in.parquet").read_bytes())
+        second = pq.ParquetFile(tmp_path / "in.parquet").metadata.row_group(1).column(0).data_page_offset + 40
+        data[second:second + 200] = bytes(200)  # the second row group's data, zeroed
+        (tmp_path / "in.parquet").write_bytes(data)
+        (tmp_path / "e.txt").write_text("how do i pick a lock\n", "utf-8")
+        monkeypatch.setattr(pipeline, "BATCH_ROWS", 500)
+        with pytest.raises(InputError, match=r"cannot read .*in.parquet.* past row 1000 \(ZSTD decompression failed"):
+            api.decontaminate(tmp_path / "in.parquet", [tmp_path / "e.txt"], tmp_path / "out.parquet")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["e.txt", "in.parquet"]  # nothing half-written
+
     def test_clean_control(self, paper_pairs: Path, shared_data: Path, tmp_path: Path) -> None:
         """XSTest's 450 prompts share no normalised prompt and no 8-gram share >= 0.6 with the paper's set."""
         result = api.decontaminate(paper_pairs, [shared_data / "xstest" / "xstest_prompts.csv"], tmp_path / "c.parquet")

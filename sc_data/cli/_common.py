@@ -35,6 +35,20 @@ def show_progress() -> bool:
     """Progress bars and info logs: on a terminal, unless ``--quiet`` (which also silences ``stdout``)."""
     return stderr.is_terminal and not stdout.quiet
 
+
+@contextlib.contextmanager
+def counting(description: str, unit: str) -> Iterator[Callable[[int], None]]:
+    """A spinner counting ``unit`` as a step reports them (its ``progress=`` callback), with the time elapsed.
+
+    For steps that don't know their total ahead (ingest reads compressed files and streams).
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn(description), TextColumn(f"{{task.completed:,}} {unit}"),
+                  TimeElapsedColumn(), console=stderr, transient=True, disable=not show_progress()) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda n: bar.advance(task, n)
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEBUG_ENV = "SC_DATA_DEBUG"

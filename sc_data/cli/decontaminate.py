@@ -13,6 +13,7 @@ from sc_data.cli._common import (
     ConfigFlags,
     JsonFlag,
     OutputFile,
+    counting,
     handle_errors,
     print_json,
     stdout,
@@ -55,7 +56,8 @@ def decontaminate_command(
     """
     quiet_hub_bars()
     options = make_decontam_options(**load_config(config, FLAGS.overrides(locals())))
-    result = decontaminate(input, against, output, rejects=rejects, options=options, overwrite=overwrite)
+    with counting("decontaminating", "pairs") as progress:
+        result = decontaminate(input, against, output, rejects=rejects, options=options, overwrite=overwrite, progress=progress)
     if as_json:
         print_json(result.to_dict())
         return

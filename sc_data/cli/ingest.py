@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sc_data.cli._common import (
@@ -16,10 +15,10 @@ from sc_data.cli._common import (
     JsonFlag,
     OutputFile,
     choice_enum,
+    counting,
     handle_errors,
     print_json,
     show_progress,
-    stderr,
     stdout,
 )
 from sc_data.config import load_config
@@ -79,11 +78,8 @@ def ingest_command(
     given = {**FLAGS.overrides(locals()), "column_map": parse_column_map(column_map)}
     quiet_hub_bars()
     options = make_options(**load_config(config, given))
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} records"),
-                  TimeElapsedColumn(), console=stderr, transient=True, disable=not show_progress()) as progress:
-        task = progress.add_task("ingesting", total=None)
-        result = ingest(inputs, output, rejects=rejects, options=options, overwrite=overwrite,
-                        progress=lambda n: progress.advance(task, n))
+    with counting("ingesting", "records") as progress:
+        result = ingest(inputs, output, rejects=rejects, options=options, overwrite=overwrite, progress=progress)
     if as_json:
         print_json(result.to_dict())
         return

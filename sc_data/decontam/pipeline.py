@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,7 +30,7 @@ from sc_data.decontam.match import EmbeddingIndex, ExactIndex, Match, NgramIndex
 from sc_data.decontam.text import DEFAULT_NGRAM, Turns, prompt_turns
 from sc_data.errors import InputError, config_error
 from sc_data.ingest.arrow import raw_excerpt, rejects_to_table
-from sc_data.io import atomic_path, sha256_file, write_parquet
+from sc_data.io import PARQUET_COMPRESSION, atomic_path, sha256_file
 from sc_data.manifest import (
     checked,
     claim_output_files,
@@ -40,9 +41,12 @@ from sc_data.manifest import (
     upstream_of,
     write_manifest,
 )
+from sc_data.schema import REJECT_SCHEMA
 
 #: The reject reason of a removed pair: ``contaminated:<method>``.
 REASON_PREFIX = "contaminated:"
+#: Input rows matched and written at a time (one row group of the output each).
+BATCH_ROWS = 65_536
 #: Characters of each prompt kept in a reject's ``raw`` JSON (two prompts stay within the rejects' raw limit, so it parses).
 _PROMPT_CHARS = 600
 
@@ -99,34 +103,87 @@ class DecontamResult:
                 "manifest": str(self.manifest), "seconds": round(self.seconds, 3)}
 
 
-def _read_input(path: Path) -> pa.Table:
+def _open_input(path: Path) -> pq.ParquetFile:
     try:
-        table = pq.read_table(path)
+        source = pq.ParquetFile(path)
     except FileNotFoundError as e:
         raise InputError(f"input {str(path)!r} does not exist; pass the Parquet file `sc-data ingest` or `score` wrote") from e
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"cannot read {str(path)!r} as Parquet ({e}); run `sc-data ingest` on raw files first") from e
-    if "prompt" not in table.column_names:
-        raise InputError(f"{str(path)!r} has no 'prompt' column (columns: {table.column_names}); is it an sc-data pairs file?")
-    return table
+    if "prompt" not in source.schema_arrow.names:
+        raise InputError(f"{str(path)!r} has no 'prompt' column (columns: {source.schema_arrow.names}); is it an sc-data pairs file?")
+    return source
 
 
-def _find(prompts: list[Turns], items: list[Turns], options: DecontamOptions) -> dict[int, tuple[str, Match]]:
-    """Row -> (method, (eval item, score)) of every row that matches, by the first method that catches it."""
-    found: dict[int, tuple[str, Match]] = {}
-    exact, ngram = ExactIndex(items), NgramIndex(items, options.ngram)
-    for row, turns in enumerate(prompts):
-        if (hit := exact.best(turns)) is not None:
-            found[row] = ("exact", hit)
-        elif (hit := ngram.best(turns)) is not None and hit[1] >= options.threshold:
-            found[row] = ("ngram", hit)
-    if options.embedding:
-        rest = [row for row in range(len(prompts)) if row not in found and prompts[row]]
-        index = EmbeddingIndex(items, options.encoder, options.device)
-        for row, hit in zip(rest, index.best_many([prompts[r] for r in rest]), strict=True):
-            if hit[1] >= options.embedding_threshold:
-                found[row] = ("embedding", hit)
-    return found
+def _batches(source: pq.ParquetFile, path: Path) -> Iterator[pa.RecordBatch]:
+    """The input's rows, :data:`BATCH_ROWS` at a time; a part that can't be read is an :class:`InputError` saying how far reading got."""
+    rows = 0
+    try:
+        for batch in source.iter_batches(batch_size=BATCH_ROWS):
+            yield batch
+            rows += batch.num_rows
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"cannot read {str(path)!r} past row {rows} ({e})") from e
+
+
+class _Finder:
+    """The eval prompts' indexes, built once for the whole input."""
+
+    def __init__(self, items: list[Turns], options: DecontamOptions) -> None:
+        self._options = options
+        self._exact, self._ngram = ExactIndex(items), NgramIndex(items, options.ngram)
+        self._embedding = EmbeddingIndex(items, options.encoder, options.device) if options.embedding else None
+
+    def find(self, prompts: list[Turns]) -> dict[int, tuple[str, Match]]:
+        """Row -> (method, (eval item, score)) of every row of ``prompts`` that matches, by the first method that catches it."""
+        found: dict[int, tuple[str, Match]] = {}
+        for row, turns in enumerate(prompts):
+            if (hit := self._exact.best(turns)) is not None:
+                found[row] = ("exact", hit)
+            elif (hit := self._ngram.best(turns)) is not None and hit[1] >= self._options.threshold:
+                found[row] = ("ngram", hit)
+        if self._embedding is not None:
+            rest = [row for row in range(len(prompts)) if row not in found and prompts[row]]
+            for row, hit in zip(rest, self._embedding.best_many([prompts[r] for r in rest]), strict=True):
+                if hit[1] >= self._options.embedding_threshold:
+                    found[row] = ("embedding", hit)
+        return found
+
+
+@dataclass
+class _Tally:
+    """What :func:`_sift` saw: rows in, and the removed rows by method and by eval set."""
+
+    rows_in: int = 0
+    by_method: Counter[str] = field(default_factory=Counter)
+    by_eval_set: Counter[str] = field(default_factory=Counter)
+
+
+def _sift(source: pq.ParquetFile, path: Path, finder: _Finder, where: list[tuple[EvalSet, EvalItem]],
+          kept_path: Path, rejects_path: Path, progress: Callable[[int], None] | None) -> _Tally:
+    """Write the input's rows that match no eval prompt to ``kept_path`` and the others to ``rejects_path``, a batch at a time.
+
+    WHY batches: memory stays flat in the input's size (the eval sets' indexes are built once).
+    """
+    tally = _Tally()
+    with pq.ParquetWriter(kept_path, source.schema_arrow, compression=PARQUET_COMPRESSION) as kept, \
+            pq.ParquetWriter(rejects_path, REJECT_SCHEMA, compression=PARQUET_COMPRESSION) as rejected:
+        for batch in _batches(source, path):
+            prompts = [prompt_turns(p) for p in batch.column("prompt").to_pylist()]
+            found = finder.find(prompts)
+            ids = batch.column("id").to_pylist() if "id" in batch.schema.names else [None] * batch.num_rows
+            if found:
+                rejected.write_table(rejects_to_table(
+                    [_reject(str(path), tally.rows_in + r, ids[r], prompts[r], *found[r], where) for r in sorted(found)]))
+            keep = np.ones(batch.num_rows, dtype=bool)
+            keep[list(found)] = False
+            kept.write_batch(batch.filter(pa.array(keep)))
+            tally.rows_in += batch.num_rows
+            tally.by_method.update(method for method, _ in found.values())
+            tally.by_eval_set.update(where[hit[0]][0].spec for _, hit in found.values())
+            if progress is not None:
+                progress(batch.num_rows)
+    return tally
 
 
 def _reject(source: str, row: int, pair_id: Any, turns: Turns, method: str, hit: Match,
@@ -146,6 +203,7 @@ def decontaminate(
     rejects: str | Path | None = None,
     options: DecontamOptions | None = None,
     overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
     **kwargs: Any,
 ) -> DecontamResult:
     """Remove the pairs whose prompt matches a prompt of an eval set; write the rest, the rejects and a manifest.
@@ -158,6 +216,7 @@ def decontaminate(
         rejects: the removed pairs (rejects schema); default ``<output stem>.rejects.parquet``.
         options: a :class:`DecontamOptions`, or its fields as keywords (``ngram``, ``threshold``, ``embedding``, ...).
         overwrite: replace outputs that exist (only files an sc-data manifest lists).
+        progress: called with the number of input rows done after each batch of :data:`BATCH_ROWS`.
 
     Returns:
         A :class:`DecontamResult`.
@@ -179,21 +238,16 @@ def decontaminate(
     input_path, output = Path(input), Path(output)
     rejects_path = Path(rejects) if rejects else output.with_name(f"{output.stem}.rejects.parquet")
     claim_output_files([output, rejects_path], manifest_path(output), overwrite=overwrite)
-    table = _read_input(input_path)
+    source = _open_input(input_path)
     eval_sets = [read_eval_set(spec) for spec in against]
     where = [(s, item) for s in eval_sets for item in s.items]
-    prompts = [prompt_turns(p) for p in table.column("prompt").to_pylist()]
-    found = _find(prompts, [item.turns for _, item in where], options)
-    ids = table.column("id").to_pylist() if "id" in table.column_names else [None] * table.num_rows
-    removed = [_reject(str(input_path), r, ids[r], prompts[r], *found[r], where) for r in sorted(found)]
-    keep = pa.array([r not in found for r in range(table.num_rows)])
+    finder = _Finder([item.turns for _, item in where], options)
     with atomic_path(rejects_path) as tmp_rej, atomic_path(output) as tmp_out:
-        write_parquet(rejects_to_table(removed), tmp_rej)
-        write_parquet(table.filter(keep), tmp_out)
+        tally = _sift(source, input_path, finder, where, tmp_out, tmp_rej, progress)
+        removed = sum(tally.by_method.values())
         result = DecontamResult(
-            output, rejects_path, manifest_path(output), table.num_rows, table.num_rows - len(found), len(found),
-            by_method=dict(Counter(method for method, _ in found.values())),
-            by_eval_set=dict(Counter(where[hit[0]][0].spec for _, hit in found.values())),
+            output, rejects_path, manifest_path(output), tally.rows_in, tally.rows_in - removed, removed,
+            by_method=dict(tally.by_method), by_eval_set=dict(tally.by_eval_set),
             eval_sets=[s.to_dict() for s in eval_sets], seconds=time.perf_counter() - started,
         )
         record = checked(_manifest(result, input_path, options, written=(tmp_out, tmp_rej)))
