@@ -157,6 +157,14 @@ def plot_table(table: pa.Table, output_dir: Path | str) -> list[Path]:
     return [draw(table, out / f"{name}.png") for draw, name in zip(drawers, PLOT_NAMES, strict=True)]
 
 
+def _plotted(columns: list[str]) -> list[str]:
+    """The columns the report plots: scores (``scorer__column``), difficulty, tier, split, category.
+
+    WHY read only these: the messages, most of a shard's bytes, are never plotted.
+    """
+    return [c for c in columns if "__" in c or c in ("difficulty", "tier", "split", "category")]
+
+
 def report(path: Path | str, output_dir: Path | str | None = None) -> list[Path]:
     """Plot a staged folder: difficulty histogram by tier, category × tier heat map, Spearman
     correlation of the score columns, score distributions by tier.
@@ -176,8 +184,6 @@ def report(path: Path | str, output_dir: Path | str | None = None) -> list[Path]
     shards = shard_files(root)
     if not shards:
         raise InputError(f"{str(root)!r} holds no data/*/*.parquet shards; is it a folder written by `sc-data stage`?")
-    table = pa.concat_tables([pq.read_table(s) for s in shards], promote_options="default")
-    keep = [c for c in table.column_names if "__" in c or c in ("difficulty", "tier", "split", "category")]
-    table = table.select(keep)
+    table = pa.concat_tables([pq.read_table(s, columns=_plotted(pq.read_schema(s).names)) for s in shards], promote_options="default")
     out = Path(output_dir) if output_dir is not None else root.with_name(f"{root.name}_report")
     return plot_table(table, out)
