@@ -264,6 +264,22 @@ def _part_name(start: int, end: int) -> str:
     return f"part-{start:012d}-{end:012d}.parquet"
 
 
+def _claim_parts(folder: Path) -> None:
+    """Check that the parts folder is free or sc-data's: absent, empty, or holding its :data:`STATE_FILE`.
+
+    WHY: a run removes an earlier run's parts folder; anything else at that path may be the user's.
+
+    Raises:
+        ConfigError: something else is at that path; it is left alone.
+    """
+    if not folder.exists() or folder.is_dir() and ((folder / STATE_FILE).is_file() or not any(folder.iterdir())):
+        return
+    raise ConfigError(
+        f"refusing to remove {str(folder)!r}: sc-data keeps a run's parts there, and this is not a parts folder "
+        f"(it has no {STATE_FILE}). Move it away or choose another output"
+    )
+
+
 def _prepare_parts(folder: Path, state: dict[str, Any], resume: bool, ranks: _Ranks) -> None:
     """Rank 0 checks or resets the parts folder; everyone waits for it."""
     if ranks.rank == 0:
@@ -278,7 +294,7 @@ def _prepare_parts(folder: Path, state: dict[str, Any], resume: bool, ranks: _Ra
                     "settings, or without --resume to start over."
                 )
         elif folder.exists():
-            shutil.rmtree(folder)
+            shutil.rmtree(folder)  # sc-data's (_claim_parts)
         folder.mkdir(parents=True, exist_ok=True)
         write_json(state, state_file)
     ranks.wait()
@@ -509,6 +525,7 @@ def score(
         raise ConfigError(f"max_error_rate must be in [0, 1); got {max_error_rate!r} (leave it unset to fail only when every row erred)")
     built = build_scorers(*scorer_options(scorers, options, config_file))
     claim_output_files([output_path], manifest_path(output_path), overwrite=overwrite)
+    _claim_parts(parts_dir(output_path))
     ranks = _Ranks()
     input_path = pairs_to_score(inputs, output_path, ingest, resume=resume, overwrite=overwrite, ranks=ranks)
     table = _read_pairs(input_path, built)

@@ -135,6 +135,19 @@ class TestRun:
         manifest = json.loads((tmp_path / "scored.manifest.json").read_text())
         assert manifest["files"][0]["sha256"] == sha256_file(out)
 
+    def test_a_parts_folder_sc_data_did_not_write_is_left_alone(self, tmp_path: Path) -> None:
+        src = tmp_path / "pairs.parquet"
+        write_parquet(make_pairs(6), src)
+        out = tmp_path / "scored.parquet"
+        parts_dir(out).mkdir()
+        (parts_dir(out) / "thesis.txt").write_text("mine")
+        for resume in (False, True):
+            with pytest.raises(ConfigError, match=r"refusing to remove .*scored.parquet.parts.*it has no state.json"):
+                score(src, out, scorers=[LengthScorer()], part_rows=4, resume=resume)
+        assert (parts_dir(out) / "thesis.txt").read_text() == "mine" and not out.exists()
+        (parts_dir(out) / "thesis.txt").unlink()  # an empty folder (a run killed before its state file) is free
+        assert score(src, out, scorers=[LengthScorer()], part_rows=4).rows == 6 and not parts_dir(out).exists()
+
     def test_an_option_json_cannot_hold_is_refused_before_scoring(self, tmp_path: Path) -> None:
         src = tmp_path / "pairs.parquet"
         write_parquet(make_pairs(6), src)
