@@ -163,11 +163,18 @@ def claim_output_files(outputs: list[Path], manifest: Path, *, overwrite: bool) 
     :func:`listed_path` (the manifest itself counts as sc-data's when it is one).
 
     Raises:
-        ConfigError: an output is a folder, exists without ``overwrite``, or was not written by sc-data.
+        ConfigError: two outputs (or an output and the manifest) are one file; an output is a
+            folder, exists without ``overwrite``, or was not written by sc-data.
     """
     from sc_data.errors import ConfigError
 
-    existing = [p for p in [*outputs, manifest] if p.exists()]
+    paths = [*outputs, manifest]
+    if len({p.resolve() for p in paths}) < len(paths):
+        raise ConfigError(
+            f"the outputs and their manifest must be different files; got {', '.join(repr(str(p)) for p in paths)} "
+            "(is --rejects the output or its manifest?)"
+        )
+    existing = [p for p in paths if p.exists()]
     for path in existing:
         if path.is_dir():
             raise ConfigError(f"output {str(path)!r} is a folder; pass a file path such as {str(path / 'pairs.parquet')!r}")

@@ -190,6 +190,8 @@ class TestOutputs:
         with pytest.raises(ConfigError, match="sc-data did not write"):
             api.decontaminate(pairs, [tmp_path / "e.txt"], tmp_path / "ok.parquet", rejects=mine, overwrite=True)
         assert mine.read_text("utf-8") == "mine"
+        with pytest.raises(ConfigError, match="the outputs and their manifest must be different files"):
+            api.decontaminate(pairs, [tmp_path / "e.txt"], tmp_path / "ok.parquet", rejects=tmp_path / "ok.parquet", overwrite=True)
 
     def test_a_manifest_that_fails_leaves_no_output(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         from sc_data.decontam import pipeline

@@ -157,6 +157,14 @@ class TestOutputs:
         with pytest.raises(ConfigError, match=r"is a folder; pass a file path"):
             ingest([src], tmp_path, overwrite=True)
 
+    def test_rejects_must_be_another_file_than_the_output_and_its_manifest(self, tmp_path: Path) -> None:
+        src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "chosen": "y", "rejected": "n"}, {"prompt": "q"}])
+        out = tmp_path / "out.parquet"
+        for rejects in (out, tmp_path / "out.manifest.json", tmp_path / "sub" / ".." / "out.parquet"):
+            with pytest.raises(ConfigError, match=r"the outputs and their manifest must be different files"):
+                ingest([src], out, rejects=rejects)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
     def test_rejects_in_another_folder_are_listed_by_their_path(self, tmp_path: Path) -> None:
         """``--overwrite`` replaces a file elsewhere only if the manifest lists that path, not just a file of its name."""
         src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "chosen": "y", "rejected": "n"}, {"prompt": "q"}])
