@@ -260,6 +260,8 @@ def ingest(
                 record = checked(_manifest(result, opts, {rejects_path: tmp_rej}))
                 raise _NoPair
             record = checked(_manifest(result, opts, {output: tmp_out, rejects_path: tmp_rej}))
+    if not result.rows_out:
+        output.unlink(missing_ok=True)  # an earlier run's pairs (claimed above): the manifest no longer lists them
     write_manifest(record, manifest)
     if not result.rows_out:
         reasons = ", ".join(f"{k} {v}" for k, v in by_reason.most_common(3))

@@ -134,6 +134,10 @@ class TestFileFaults:
             ingest([fixed], tmp_path / "out.parquet")
         assert ingest([fixed], tmp_path / "out.parquet", overwrite=True).rows_out == 1
         assert pq.read_table(tmp_path / "out.rejects.parquet").num_rows == 0
+        with pytest.raises(InputError, match="no usable pair"):  # over a good run: its pairs go, as the manifest says
+            ingest([path], tmp_path / "out.parquet", overwrite=True)
+        assert not (tmp_path / "out.parquet").exists()
+        assert ingest([fixed], tmp_path / "out.parquet", overwrite=True).rows_out == 1
 
     def test_bom_at_the_start_of_a_json_array(self, tmp_path: Path) -> None:
         path = tmp_path / "a.json"
