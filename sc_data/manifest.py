@@ -27,7 +27,7 @@ from sc_data.schema import SCHEMA_VERSION
 #: The manifest inside a staged dataset folder (also the Hub repo layout).
 STAGED_MANIFEST = "sc_manifest.json"
 
-Kind = Literal["pairs", "scored", "staged"]
+Kind = Literal["pairs", "scored", "staged", "report"]
 
 
 def manifest_path(output: str | Path) -> Path:

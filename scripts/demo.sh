@@ -33,7 +33,7 @@ sc-data stage "$OUT/scored.parquet" -o "$OUT/staged" --overwrite
 sc-data verify "$OUT/staged"
 
 echo "== 4/6 report: plots of difficulty, tiers, categories and scores" >&2
-sc-data report "$OUT/staged" -o "$OUT/report"
+sc-data report "$OUT/staged" -o "$OUT/report" --overwrite
 
 echo "== 5/6 train: staged_competence, LoRA, $STEPS optimizer steps per stage (CPU)" >&2
 rm -rf "$OUT/run"

@@ -16,6 +16,7 @@ def report_command(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for the PNGs [default: <PATH>_report beside it].", file_okay=False)
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the PNGs of an earlier report (only those its manifest lists).")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Plot difficulty by tier, categories x tiers, score correlations and score distributions.
@@ -28,7 +29,7 @@ def report_command(
     """
     from sc_data.stage.report import report
 
-    paths = report(path, output)
+    paths = report(path, output, overwrite=overwrite)
     if as_json:
         print_json([str(p) for p in paths])
         return

@@ -12,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +24,22 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from sc_data.errors import InputError
-from sc_data.io import atomic_path
+from sc_data.io import atomic_path, sha256_file
+from sc_data.manifest import (
+    STAGED_MANIFEST,
+    checked,
+    claim_output_files,
+    file_entry,
+    new_manifest,
+    upstream_of,
+    write_manifest,
+)
 from sc_data.stage.difficulty import category_codes, grouped_percentile
 from sc_data.stage.folder import shard_files
 
 PLOT_NAMES = ("difficulty_histogram", "category_tier_heatmap", "score_correlation", "score_by_tier")
+#: What ``report`` writes beside its PNGs: the manifest that makes them sc-data's to replace.
+REPORT_MANIFEST = "report.manifest.json"
 
 
 def save_png(fig: Figure, path: Path) -> Path:
@@ -165,25 +178,62 @@ def _plotted(columns: list[str]) -> list[str]:
     return [c for c in columns if "__" in c or c in ("difficulty", "tier", "split", "category")]
 
 
-def report(path: Path | str, output_dir: Path | str | None = None) -> list[Path]:
+def report(path: Path | str, output_dir: Path | str | None = None, *, overwrite: bool = False) -> list[Path]:
     """Plot a staged folder: difficulty histogram by tier, category × tier heat map, Spearman
     correlation of the score columns, score distributions by tier.
+
+    The PNGs and :data:`REPORT_MANIFEST` (which lists them) are the only files written; anything
+    else in ``output_dir`` is left alone.
 
     Args:
         path: a folder written by ``sc-data stage``.
         output_dir: where the PNGs go (default: ``<path>_report`` beside it, so the staged folder
             itself, whose files the manifest pins, is left untouched).
+        overwrite: replace PNGs of an earlier report (only those its manifest lists).
 
     Returns:
         The PNG paths.
 
     Raises:
-        InputError: ``path`` holds no staged shards.
+        InputError: ``path`` holds no staged shards, or a shard can't be read.
+        ConfigError: a PNG exists without ``overwrite``, or was not written by sc-data.
     """
     root = Path(path)
-    shards = shard_files(root)
-    if not shards:
-        raise InputError(f"{str(root)!r} holds no data/*/*.parquet shards; is it a folder written by `sc-data stage`?")
-    table = pa.concat_tables([pq.read_table(s, columns=_plotted(pq.read_schema(s).names)) for s in shards], promote_options="default")
+    table = _read_plotted(root)
     out = Path(output_dir) if output_dir is not None else root.with_name(f"{root.name}_report")
-    return plot_table(table, out)
+    manifest = out / REPORT_MANIFEST
+    claim_output_files([out / f"{name}.png" for name in PLOT_NAMES], manifest, overwrite=overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".sc-data-report.", dir=out) as tmp:
+        drawn = plot_table(table, tmp)
+        record = checked(new_manifest(
+            "report", inputs=[{"path": str(root), "sha256": sha256_file(root / STAGED_MANIFEST)}], recipe={"step": "report"},
+            counts={"rows_in": table.num_rows, "rows_out": table.num_rows, "rows_rejected": 0},
+            files=[file_entry(out, png.name, 0, written=png, kind="plot") for png in drawn],
+            licenses=list(upstream_of(root).get("licenses", [])),
+        ))
+        for png in drawn:
+            os.replace(png, out / png.name)
+    write_manifest(record, manifest)
+    return [out / png.name for png in drawn]
+
+
+def _read_plotted(root: Path) -> pa.Table:
+    """The plotted columns of every shard of the staged folder ``root``.
+
+    Raises:
+        InputError: no shard, or a shard that can't be read (or whose columns don't agree with the others').
+    """
+    shards = shard_files(root)
+    if not shards or not (root / STAGED_MANIFEST).is_file():
+        raise InputError(f"{str(root)!r} holds no data/*/*.parquet shards and {STAGED_MANIFEST}; is it a folder written by `sc-data stage`?")
+    parts = []
+    for shard in shards:
+        try:
+            parts.append(pq.read_table(shard, columns=_plotted(pq.read_schema(shard).names)))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputError(f"cannot read shard {str(shard)!r} ({e}); `sc-data verify {root}` checks the folder") from e
+    try:
+        return pa.concat_tables(parts, promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise InputError(f"the shards of {str(root)!r} don't agree on their columns ({e}); `sc-data verify {root}` checks the folder") from e
