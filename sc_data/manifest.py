@@ -138,6 +138,19 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def listed_paths(manifest: dict[str, Any], where: str | Path) -> set[str]:
+    """The paths a manifest's ``files`` lists.
+
+    Raises:
+        InputError: ``files`` is not a list of objects, each with a string ``path`` (a manifest
+            edited by hand, or another tool's).
+    """
+    files = manifest.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("path"), str) for f in files):
+        raise InputError(f"manifest {str(where)!r} has a malformed 'files' list (each entry is an object with a string 'path')")
+    return {f["path"] for f in files}
+
+
 def upstream_path(path: str | Path) -> Path | None:
     """Where the manifest of a step's output is: beside a file, or inside a staged folder."""
     path = Path(path)
@@ -186,8 +199,8 @@ def claim_output_files(outputs: list[Path], manifest: Path, *, overwrite: bool) 
             "(only files sc-data wrote are ever replaced)"
         )
     try:
-        listed = {f.get("path") for f in read_manifest(manifest).get("files", [])} if manifest.is_file() else set()
-        ours = manifest.is_file() and "sc_data_version" in read_manifest(manifest)
+        record = read_manifest(manifest) if manifest.is_file() else {}
+        listed, ours = listed_paths(record, manifest), "sc_data_version" in record
     except InputError:
         listed, ours = set(), False
     foreign = [p for p in existing if p != manifest and (not ours or listed_path(p, manifest) not in listed)]

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from sc_data.errors import ConfigError, InputError, VerifyError
 from sc_data.io import sha256_file
-from sc_data.manifest import STAGED_MANIFEST, read_manifest
+from sc_data.manifest import STAGED_MANIFEST, listed_paths, read_manifest
 
 CARD = "README.md"
 REJECTS = "rejects.parquet"
@@ -171,19 +171,24 @@ def _check_file(root: Path, entry: dict[str, Any]) -> None:
             raise VerifyError(f"{rel}: {rows} rows, the manifest says {entry['rows']}")
 
 
-def unlisted_files(root: Path, listed: set[str]) -> list[str]:
-    """Files under ``root`` that the manifest does not list (beside itself, the card and Hub-client files)."""
-    allowed = listed | {STAGED_MANIFEST, CARD, *CLIENT_FILES}
+def unlisted_files(root: Path, listed: set[str], *, hub_client: bool = True) -> list[str]:
+    """Files under ``root`` that the manifest does not list (beside itself and the card).
+
+    ``hub_client``: also pass what a Hub client adds to a downloaded copy (:data:`CLIENT_FILES`,
+    :data:`CLIENT_DIRS`), as ``verify`` does; replacing the folder must not (they may be the user's).
+    """
+    allowed = listed | {STAGED_MANIFEST, CARD, *(CLIENT_FILES if hub_client else ())}
+    skipped = CLIENT_DIRS if hub_client else ()
     out = []
     for file in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
         rel = file.relative_to(root).as_posix()
-        if rel.split("/", 1)[0] not in CLIENT_DIRS and rel not in allowed:
+        if rel.split("/", 1)[0] not in skipped and rel not in allowed:
             out.append(rel)
     return out
 
 
 def _listed(root: Path) -> set[str]:
-    return {entry["path"] for entry in read_manifest(root / STAGED_MANIFEST).get("files", [])}
+    return listed_paths(read_manifest(root / STAGED_MANIFEST), root / STAGED_MANIFEST)
 
 
 def claim_output(output: Path, *, overwrite: bool) -> None:
@@ -212,7 +217,7 @@ def claim_output(output: Path, *, overwrite: bool) -> None:
             f"it holds {present[:5]}{' and more' if len(present) > 5 else ''}. Choose another output folder"
         )
     try:
-        foreign = unlisted_files(output, _listed(output))
+        foreign = unlisted_files(output, _listed(output), hub_client=False)
     except InputError as e:
         raise ConfigError(f"refusing to replace {str(output)!r}: its {STAGED_MANIFEST} can't be read ({e})") from e
     if foreign:
@@ -264,7 +269,9 @@ def _check_card(root: Path, data: list[dict[str, Any]]) -> None:
     configs = meta.get("configs")
     if not isinstance(configs, list) or not configs:
         raise VerifyError(f"{CARD}: no `configs:` in its front matter; `load_dataset` could not find the tiers")
-    names = [c.get("config_name") for c in configs]
+    if not all(isinstance(c, dict) and isinstance(c.get("config_name"), str) for c in configs):
+        raise VerifyError(f"{CARD}: a config without a config_name; re-stage the dataset")
+    names = [c["config_name"] for c in configs]
     expected = sorted({"all", *(e["config"] for e in data if e["split"] == "train")})
     if sorted(names) != expected:
         raise VerifyError(f"{CARD}: its configs are {sorted(map(str, names))} but the shards make {expected}; re-stage the dataset")
@@ -307,6 +314,32 @@ def _recount(root: Path, data: list[dict[str, Any]]) -> dict[str, Any]:
     return {"by_tier": by_tier, "by_tier_category_split": nested}
 
 
+#: What each ``files`` entry of a staged manifest holds (data shards: also ``split`` and ``config``).
+_ENTRY_TYPES: dict[str, type] = {"path": str, "rows": int, "bytes": int, "sha256": str}
+
+
+def _entries(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The manifest's ``files`` by path, each checked to be one ``verify`` can read: a path inside the folder.
+
+    Raises:
+        VerifyError: naming the first malformed entry (a manifest edited by hand, or damaged).
+    """
+    files = manifest.get("files")
+    if not isinstance(files, list) or not isinstance(manifest.get("counts"), dict):
+        raise VerifyError(f"{STAGED_MANIFEST}: 'files' must be a list and 'counts' an object; re-stage the dataset")
+    entries: dict[str, dict[str, Any]] = {}
+    for i, entry in enumerate(files):
+        wanted = {**_ENTRY_TYPES, **({"split": str, "config": str} if isinstance(entry, dict) and entry.get("kind") == "data" else {})}
+        bad = [k for k, kind in wanted.items() if not isinstance(entry, dict) or not isinstance(entry.get(k), kind)]
+        if not bad and (Path(entry["path"]).is_absolute() or ".." in Path(entry["path"]).parts):
+            bad = ["path"]
+        if bad:
+            raise VerifyError(f"{STAGED_MANIFEST}: files[{i}] has no valid {bad[0]!r} (a relative path inside the folder, "
+                              f"rows, bytes, sha256; split and config for data); re-stage the dataset")
+        entries[entry["path"]] = entry
+    return entries
+
+
 def verify(path: str | Path) -> VerifyReport:
     """Check a staged folder against its manifest and its card.
 
@@ -329,7 +362,7 @@ def verify(path: str | Path) -> VerifyReport:
         raise VerifyError(f"{e}; re-run `sc-data stage`") from e
     if manifest.get("kind") != "staged":
         raise VerifyError(f"{manifest_file}: kind is {manifest.get('kind')!r}, expected 'staged'")
-    listed = {entry["path"]: entry for entry in manifest.get("files", [])}
+    listed = _entries(manifest)
     for entry in listed.values():
         _check_file(root, entry)
     _check_no_extras(root, set(listed))

@@ -160,6 +160,11 @@ class TestOutputs:
         assert mine.read_bytes() == b"my own data"
         with pytest.raises(ConfigError, match=r"is a folder; pass a file path"):
             ingest([src], tmp_path, overwrite=True)
+        manifest = tmp_path / "pairs.manifest.json"
+        for files in (["pairs.parquet"], "pairs.parquet", None, {"path": "pairs.parquet"}):  # edited by hand: refused, not a traceback
+            manifest.write_text(json.dumps({"sc_data_version": "0.1.0", "files": files}))
+            with pytest.raises(ConfigError, match=r"refusing to overwrite .*sc-data did not write it"):
+                ingest([src], out, overwrite=True)
 
     def test_rejects_must_be_another_file_than_the_output_and_its_manifest(self, tmp_path: Path) -> None:
         src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "chosen": "y", "rejected": "n"}, {"prompt": "q"}])

@@ -134,6 +134,29 @@ class TestOverwrite:
         with pytest.raises(ConfigError, match=r"already exists; pass overwrite=True"):
             stage(scored_file, staged, plots=False)
 
+    def test_files_a_hub_client_might_have_added_are_not_replaced(self, scored_file: Path, tmp_path: Path) -> None:
+        """``verify`` passes them (a downloaded copy has them), but they may be the user's: replacing the folder refuses."""
+        staged = tmp_path / "ds"
+        stage(scored_file, staged, plots=False)
+        (staged / ".gitattributes").write_text("*.parquet filter=lfs\n")
+        (staged / ".cache").mkdir()
+        (staged / ".cache" / "notes.txt").write_text("my notes")
+        verify(staged)
+        before = _files(staged)
+        with pytest.raises(ConfigError, match=r"holds files sc-data did not write: \['.cache/notes.txt', '.gitattributes'\]"):
+            stage(scored_file, staged, plots=False, overwrite=True)
+        assert _files(staged) == before
+
+    def test_a_malformed_manifest_is_refused_not_a_traceback(self, scored_file: Path, tmp_path: Path) -> None:
+        staged = tmp_path / "ds"
+        stage(scored_file, staged, plots=False)
+        path = staged / "sc_manifest.json"
+        good = json.loads(path.read_text())
+        for files in ("data", ["data/x.parquet"], [{"rows": 1}], [{"path": None}]):
+            path.write_text(json.dumps({**good, "files": files}))
+            with pytest.raises(ConfigError, match=r"its sc_manifest.json can't be read .*malformed 'files'"):
+                stage(scored_file, staged, plots=False, overwrite=True)
+
     def test_killed_mid_write_leaves_the_old_folder_intact(self, tmp_path: Path) -> None:
         scored = tmp_path / "big.parquet"
         pq.write_table(make_scored(40_000, seed=5), scored)
@@ -197,6 +220,25 @@ class TestVerifyCatches:
         cats[first] += 1
         path.write_text(json.dumps(manifest))
         with pytest.raises(VerifyError, match=r"counts.by_tier_category_split is"):
+            verify(staged)
+
+    @pytest.mark.parametrize("edit", [
+        lambda m: m["files"][0].pop("path"), lambda m: m["files"][0].pop("bytes"), lambda m: m["files"][0].update(path=3),
+        lambda m: m.update(files="data"), lambda m: m.update(files=["data/x.parquet"]), lambda m: m.update(counts=[]),
+        lambda m: next(f for f in m["files"] if f.get("kind") == "data").pop("split"),
+        lambda m: m["files"][0].update(path="../outside.parquet"), lambda m: m["files"][0].update(path="/etc/passwd"),
+    ])
+    def test_a_malformed_manifest_is_one_verify_error(self, staged: Path, edit) -> None:
+        path = staged / "sc_manifest.json"
+        manifest = json.loads(path.read_text())
+        edit(manifest)
+        path.write_text(json.dumps(manifest))
+        with pytest.raises(VerifyError, match=r"sc_manifest.json: ('files' must be a list|files\[0\] has no valid|files\[\d+\] has no valid 'split')"):
+            verify(staged)
+
+    def test_a_card_config_without_a_name(self, staged: Path) -> None:
+        self._edit_card(staged, lambda meta: meta["configs"][0].update(config_nam=meta["configs"][0].pop("config_name")))
+        with pytest.raises(VerifyError, match=r"a config without a config_name"):
             verify(staged)
 
     def test_a_card_without_front_matter(self, staged: Path) -> None:
