@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sc_data.errors import HubError, InputError
-from sc_data.io import atomic_dir
+from sc_data.io import atomic_dir, finish_swap
 
 #: Files the Hub itself manages in every repo; publish leaves them alone, pull skips them.
 HUB_MANAGED = (".gitattributes",)
@@ -201,6 +201,7 @@ def pull(
     """
     ref = parse_repo_ref(repo_ref)
     out = Path(output)
+    finish_swap(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HubError(f"Output {str(out)!r} already exists and is not an empty folder: pass a new folder to --output.")
     source = snapshot(ref, token=token, endpoint=endpoint)

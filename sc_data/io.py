@@ -7,6 +7,7 @@ temporary sibling and renames it into place (``os.replace`` is atomic on POSIX a
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -52,6 +53,24 @@ def temp_dir_beside(final: str | os.PathLike[str], suffix: str = ".tmp") -> Path
     return tmp
 
 
+def finish_swap(final: str | os.PathLike[str]) -> None:
+    """Finish what a killed :func:`atomic_dir` swap left beside ``final``.
+
+    Killed between its two renames, a swap leaves the old folder aside (``.NAME.old-*``) and
+    nothing at ``final``: it goes back. Killed after them, the old folder is left aside undeleted:
+    it goes. Called before a folder is claimed or replaced, so a killed run leaves the old output,
+    as a finished one would.
+    """
+    final = Path(final)
+    aside = sorted(final.parent.glob(f".{glob.escape(final.name)}.old-*"))
+    if not final.exists() and not final.is_symlink() and len(aside) == 1:
+        os.replace(aside[0], final)
+        return
+    if final.exists():
+        for old in aside:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _swap_into_place(tmp: Path, final: Path) -> None:
     """Rename the filled folder ``tmp`` onto ``final``; an existing ``final`` is moved aside first and
     deleted only once the new one is in place (a folder can't be renamed onto a non-empty one)."""
@@ -68,6 +87,7 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
 def atomic_dir(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a new folder beside ``path`` to fill; it replaces ``path`` only if the block succeeds."""
     final = Path(path)
+    finish_swap(final)
     tmp = temp_dir_beside(final, suffix)
     try:
         yield tmp

@@ -59,3 +59,31 @@ def test_manifest_holds_numbers_as_numbers_and_refuses_what_json_cannot_hold(tmp
         with pytest.raises(TypeError, match="can't hold"):
             write_manifest({"counts": {"rows_in": bad}}, tmp_path / "bad.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+class TestFinishSwap:
+    """A folder swap killed between its renames leaves the old folder aside: the next writer puts it back, or clears it."""
+
+    def test_killed_between_the_renames_the_old_folder_goes_back(self, tmp_path) -> None:
+        final = tmp_path / "out[1]"  # a name with glob characters
+        aside = tmp_path / ".out[1].old-1a2b3c4d"
+        aside.mkdir()
+        (aside / "shard.parquet").write_text("old")
+        io_mod.finish_swap(final)
+        assert (final / "shard.parquet").read_text() == "old" and not aside.exists()
+
+    def test_killed_after_them_the_old_folder_goes(self, tmp_path) -> None:
+        final, aside = tmp_path / "out", tmp_path / ".out.old-1a2b3c4d"
+        final.mkdir()
+        aside.mkdir()
+        (aside / "shard.parquet").write_text("old")
+        with io_mod.atomic_dir(final) as tmp:
+            (tmp / "shard.parquet").write_text("new")
+        assert (final / "shard.parquet").read_text() == "new"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    def test_two_folders_aside_are_left_for_a_person(self, tmp_path) -> None:
+        for name in (".out.old-1a2b3c4d", ".out.old-5e6f7a8b"):
+            (tmp_path / name).mkdir()
+        io_mod.finish_swap(tmp_path / "out")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".out.old-1a2b3c4d", ".out.old-5e6f7a8b"]

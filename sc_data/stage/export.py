@@ -20,7 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from sc_data.io import PARQUET_COMPRESSION, atomic_dir, atomic_path, write_parquet, write_text
+from sc_data.io import (
+    PARQUET_COMPRESSION,
+    atomic_dir,
+    atomic_path,
+    finish_swap,
+    write_parquet,
+    write_text,
+)
 from sc_data.manifest import STAGED_MANIFEST, file_entry, new_manifest, write_manifest
 from sc_data.stage.card import configs, dataset_info, licenses_of, render_card
 from sc_data.stage.difficulty import category_codes
@@ -169,6 +176,7 @@ def export(
     config = config or ExportConfig()
     upstream = dict(upstream or {})
     output = Path(output)
+    finish_swap(output)  # a run killed mid-swap: its old folder back first, so the claim sees it
     claim_output(output, overwrite=overwrite)
     for debris in output.parent.glob(f".{output.name}.*{_STAGING}"):  # left by an export that was killed
         shutil.rmtree(debris, ignore_errors=True)

@@ -157,6 +157,17 @@ class TestOverwrite:
             with pytest.raises(ConfigError, match=r"its sc_manifest.json can't be read .*malformed 'files'"):
                 stage(scored_file, staged, plots=False, overwrite=True)
 
+    def test_killed_mid_swap_the_old_folder_comes_back(self, scored_file: Path, tmp_path: Path) -> None:
+        """Killed between moving the old folder aside and renaming the new one in: the next run finds the old folder in place."""
+        staged = tmp_path / "ds"
+        stage(scored_file, staged, plots=False)
+        before = _files(staged)
+        staged.rename(tmp_path / ".ds.old-1a2b3c4d")  # what the kill leaves
+        with pytest.raises(ConfigError, match=r"already exists; pass overwrite=True"):
+            stage(scored_file, staged, plots=False)
+        assert _files(staged) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+        verify(staged)
+
     def test_killed_mid_write_leaves_the_old_folder_intact(self, tmp_path: Path) -> None:
         scored = tmp_path / "big.parquet"
         pq.write_table(make_scored(40_000, seed=5), scored)
