@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -159,13 +160,37 @@ def upstream_path(path: str | Path) -> Path | None:
 
 
 def upstream_of(path: str | Path) -> dict[str, Any]:
-    """The manifest of ``path`` (a file output or a staged folder), or ``{}`` when it has none.
+    """The manifest of ``path`` (a file output or a staged folder), or ``{}`` when it has none or,
+    for a file, when it lists the file with another sha256 (with a warning).
+
+    WHY check a file against its entry: a file rewritten by another tool, or a run killed between
+    renaming its outputs and writing their manifest, leaves a manifest of other rows; carrying its
+    counts, scorers and licences forward would record a provenance the data doesn't have.
 
     Raises:
         InputError: a manifest exists but is not valid JSON.
     """
     found = upstream_path(path)
-    return read_manifest(found) if found is not None else {}
+    if found is None:
+        return {}
+    record = read_manifest(found)
+    path = Path(path)
+    if path.is_file():
+        files = record.get("files")
+        name = listed_path(path, found)
+        entry = next((f for f in files if isinstance(f, dict) and f.get("path") == name), None) if isinstance(files, list) else None
+        if entry is not None and entry.get("sha256") != sha256_file(path):
+            warnings.warn(
+                f"{str(found)!r} lists {str(path)!r} with another sha256: the file changed after sc-data wrote it, "
+                "or that run was interrupted. Its counts, scorers and licences are not carried forward",
+                ManifestWarning, stacklevel=2,
+            )
+            return {}
+    return record
+
+
+class ManifestWarning(UserWarning):
+    """A manifest beside an input does not describe it, so nothing is carried forward from it."""
 
 
 def claim_output_files(outputs: list[Path], manifest: Path, *, overwrite: bool) -> None:

@@ -209,6 +209,23 @@ class TestOutputs:
         files = {f["path"]: f["sha256"] for f in read_manifest(done.manifest)["files"]}
         assert files == {"out.parquet": sha256_file(done.output), "out.rejects.parquet": sha256_file(done.rejects)}
 
+    def test_a_manifest_listing_the_input_with_another_sha256_is_not_carried_forward(self, tmp_path: Path) -> None:
+        """A pairs file rewritten after ingest (or by a run killed before its manifest): its manifest no longer describes it."""
+        from sc_data.manifest import ManifestWarning
+
+        src = tmp_path / "train.jsonl"
+        src.write_text("".join(json.dumps({"prompt": p, "chosen": "No.", "rejected": "Sure."}) + "\n"
+                               for p in ("How do I pick a lock?", "What is 2 + 2?", "Name a colour.")), "utf-8")
+        pairs = tmp_path / "train.parquet"
+        api.ingest([src], pairs, license="mit")
+        (tmp_path / "e.txt").write_text("how do i pick a lock\n", "utf-8")
+        kept = api.decontaminate(pairs, [tmp_path / "e.txt"], tmp_path / "a.parquet")
+        assert read_manifest(kept.manifest)["licenses"] == ["mit"] and "input" in read_manifest(kept.manifest)["counts"]
+        pq.write_table(pq.read_table(pairs).slice(1), pairs)  # rewritten by another tool
+        with pytest.warns(ManifestWarning, match=r"train.manifest.json' lists .*train.parquet' with another sha256"):
+            dropped = api.decontaminate(pairs, [tmp_path / "e.txt"], tmp_path / "b.parquet")
+        assert read_manifest(dropped.manifest)["licenses"] == [] and "input" not in read_manifest(dropped.manifest)["counts"]
+
     def test_cli(self, tmp_path: Path) -> None:
         pairs = _pairs_file(tmp_path / "train.parquet", ["How do I pick a lock?", "What is 2 + 2?"])
         (tmp_path / "e.txt").write_text("how do i pick a lock\n", "utf-8")
