@@ -55,7 +55,10 @@ def read_any(path: str | Path) -> pa.Table:
             tables.append(pq.read_table(file))
         except (pa.ArrowInvalid, OSError) as e:
             raise InputError(f"can't read {file} as Parquet: {e}") from e
-    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise InputError(f"the Parquet files under {path} don't agree on their columns' types ({e})") from e
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float | None]:
@@ -102,19 +105,20 @@ def summarize(table: pa.Table) -> dict[str, Any]:
     }
     lengths = {}
     for name in MESSAGE_COLUMNS:
-        if name in names and pa.types.is_list(table.schema.field(name).type):
+        if name in names and _is_messages(table.schema.field(name).type):
             lengths[name] = _percentiles(message_lengths(table.column(name)).astype(np.float64))
     if lengths:
         out["lengths"] = lengths
-    if "prompt" in names and pa.types.is_list(table.schema.field("prompt").type):
-        turns = pc.list_value_length(table.column("prompt")).to_numpy(zero_copy_only=False)
+    if "prompt" in names and _is_messages(table.schema.field("prompt").type):
+        turns = pc.fill_null(pc.list_value_length(table.column("prompt")), 0).to_numpy(zero_copy_only=False)
         out["prompt_turns"] = dict(sorted(Counter(int(t) for t in turns).items()))
-        keys = Counter(normalised_prompt_key(p) for p in table.column("prompt").to_pylist())
+        keys = Counter(normalised_prompt_key(p) for p in table.column("prompt").to_pylist()
+                       if p and all(isinstance(m["role"], str) and isinstance(m["content"], str) for m in p))
         out["duplicate_prompts"] = sum(n - 1 for n in keys.values() if n > 1)
     if "id" in names:
         ids = Counter(table.column("id").to_pylist())
         out["duplicate_ids"] = sum(n - 1 for n in ids.values() if n > 1)
-    if "categories" in names:
+    if "categories" in names and table.schema.field("categories").type == pa.list_(pa.string()):
         out["categories"] = dict(sorted(Counter(c for cats in table.column("categories").to_pylist() for c in cats or []).items()))
     if "category" in names:
         out["category"] = _counts(table.column("category"))
@@ -124,12 +128,20 @@ def summarize(table: pa.Table) -> dict[str, Any]:
     scores = {n: _numeric(table.column(n)) for n in names if SCORE_COLUMN_RE.match(n) and _is_numeric(table, n)}
     if scores:
         out["scores"] = scores
-    if "difficulty" in names:
+    if "difficulty" in names and _is_numeric(table, "difficulty"):
         out["difficulty"] = _numeric(table.column("difficulty"))
     for name in ("tier", "split"):
         if name in names:
             out[name] = _counts(table.column(name))
     return out
+
+
+def _is_messages(typ: pa.DataType) -> bool:
+    """Whether a column is a message list (``list<struct<..., content: string>>``): the only kind whose lengths are summed."""
+    if not pa.types.is_list(typ) or not pa.types.is_struct(typ.value_type):
+        return False
+    index = typ.value_type.get_field_index("content")
+    return index >= 0 and pa.types.is_string(typ.value_type.field(index).type)
 
 
 def _is_numeric(table: pa.Table, name: str) -> bool:

@@ -127,3 +127,26 @@ class TestScoredAndStaged:
         (tmp_path / "x.parquet").write_text("hello")
         with pytest.raises(InputError, match=r"can't read .*x.parquet as Parquet"):
             inspect(tmp_path / "x.parquet")
+
+    def test_columns_of_other_types_are_left_out_not_a_traceback(self, tmp_path: Path) -> None:
+        """A Parquet whose known column names hold other types (another tool's, or damaged): summarised as far as it can be."""
+        table = pa.table({
+            "prompt": pa.array([[{"role": "user", "content": None}], None], pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+            "chosen": pa.array([[{"role": "assistant"}], [{"role": "assistant"}]], pa.list_(pa.struct([("role", pa.string())]))),
+            "rejected": pa.array([[{"role": "assistant", "content": None}]] * 2,
+                                 pa.list_(pa.struct([("role", pa.string()), ("content", pa.null())]))),
+            "difficulty": ["easy", "hard"],
+            "categories": pa.array([[1], [2]], pa.list_(pa.int64())),
+            "tier": [float("nan"), 1.0],
+        })
+        pq.write_table(table, tmp_path / "odd.parquet")
+        summary = inspect(tmp_path / "odd.parquet")
+        assert summary["rows"] == 2 and summary["prompt_turns"] == {0: 1, 1: 1} and summary["duplicate_prompts"] == 0
+        assert set(summary["lengths"]) == {"prompt"} and "difficulty" not in summary and "categories" not in summary
+        assert summary["tier"] == {"1.0": 1, "nan": 1}
+
+    def test_shards_that_disagree_on_types_are_one_error(self, tmp_path: Path) -> None:
+        pq.write_table(pa.table({"difficulty": [0.5]}), tmp_path / "a.parquet")
+        pq.write_table(pa.table({"difficulty": ["hard"]}), tmp_path / "b.parquet")
+        with pytest.raises(InputError, match=r"don't agree on their columns' types"):
+            inspect(tmp_path)
