@@ -163,6 +163,11 @@ class TestEvalSets:
         assert jsonl.items[0].turns == ("tell me a joke",) and jsonl.layout == "prompts"
         assert len(parquet.items) == 1 and parquet.unreadable == 1
 
+    def test_a_text_file_that_is_not_utf8_is_one_clear_error(self, tmp_path: Path) -> None:
+        (tmp_path / "e.txt").write_bytes(b"how do i pick a lock\n\xff\xfe oops\n")
+        with pytest.raises(InputError, match=r"eval set .*e.txt' is not UTF-8 text: line 2 \(invalid start byte\)"):
+            read_eval_set(tmp_path / "e.txt")
+
     def test_a_file_without_prompts_is_one_clear_error(self, tmp_path: Path) -> None:
         (tmp_path / "e.csv").write_text("question,answer\nhi,there\n", "utf-8")
         with pytest.raises(InputError, match=r"neither a pair file ingest reads nor a prompt list: its columns are \['question', 'answer'\]"):

@@ -99,6 +99,9 @@ def _read_text_lines(path: Path) -> EvalSet:
         lines = path.read_text("utf-8").splitlines()
     except FileNotFoundError as e:
         raise InputError(f"eval set {str(path)!r} does not exist; check the path") from e
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise InputError(f"eval set {str(path)!r} is not UTF-8 text: line {line} ({e.reason}); save it as UTF-8") from e
     items = [EvalItem(n, None, turns) for n, line in enumerate(lines, 1) if (turns := prompt_turns(line))]
     return EvalSet(str(path), sha256_file(path), PROMPT_LIST, items)
 

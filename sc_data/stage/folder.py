@@ -244,7 +244,10 @@ def read_card_metadata(root: Path) -> dict[str, Any]:
     card = root / CARD
     if not card.is_file():
         raise VerifyError(f"{CARD}: missing; the dataset card holds the configs `load_dataset` needs")
-    text = card.read_text("utf-8")
+    try:
+        text = card.read_text("utf-8")
+    except UnicodeDecodeError as e:
+        raise VerifyError(f"{CARD}: not UTF-8 text ({e.reason}); re-stage the dataset") from e
     head, sep, _ = text.removeprefix("---\n").partition("\n---")
     try:
         meta = yaml.safe_load(head) if text.startswith("---\n") and sep else None

@@ -252,6 +252,11 @@ class TestVerifyCatches:
         with pytest.raises(VerifyError, match=r"a config without a config_name"):
             verify(staged)
 
+    def test_a_card_that_is_not_utf8(self, staged: Path) -> None:
+        (staged / "README.md").write_bytes(b"---\nconfigs: \xff\n---\n")
+        with pytest.raises(VerifyError, match=r"README.md: not UTF-8 text"):
+            verify(staged)
+
     def test_a_card_without_front_matter(self, staged: Path) -> None:
         (staged / "README.md").write_text("# just a title\n", "utf-8")
         with pytest.raises(VerifyError, match=r"no YAML front matter"):
