@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +114,12 @@ def summarize(table: pa.Table) -> dict[str, Any]:
         turns = pc.fill_null(pc.list_value_length(table.column("prompt")), 0).to_numpy(zero_copy_only=False)
         out["prompt_turns"] = dict(sorted(Counter(int(t) for t in turns).items()))
         keys = Counter(normalised_prompt_key(p) for p in table.column("prompt").to_pylist()
-                       if p and all(isinstance(m["role"], str) and isinstance(m["content"], str) for m in p))
+                       if p and all(m["role"] is not None and m["content"] is not None for m in p))
         out["duplicate_prompts"] = sum(n - 1 for n in keys.values() if n > 1)
-    if "id" in names:
+    if "id" in names and _is_text(table.schema.field("id").type):
         ids = Counter(table.column("id").to_pylist())
         out["duplicate_ids"] = sum(n - 1 for n in ids.values() if n > 1)
-    if "categories" in names and table.schema.field("categories").type == pa.list_(pa.string()):
+    if "categories" in names and _is_list_of(table.schema.field("categories").type, _is_text):
         out["categories"] = dict(sorted(Counter(c for cats in table.column("categories").to_pylist() for c in cats or []).items()))
     if "category" in names:
         out["category"] = _counts(table.column("category"))
@@ -136,12 +137,20 @@ def summarize(table: pa.Table) -> dict[str, Any]:
     return out
 
 
+def _is_text(typ: pa.DataType) -> bool:
+    return pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_string_view(typ)
+
+
+def _is_list_of(typ: pa.DataType, item: Callable[[pa.DataType], bool]) -> bool:
+    return (pa.types.is_list(typ) or pa.types.is_large_list(typ)) and item(typ.value_type)
+
+
 def _is_messages(typ: pa.DataType) -> bool:
-    """Whether a column is a message list (``list<struct<..., content: string>>``): the only kind whose lengths are summed."""
-    if not pa.types.is_list(typ) or not pa.types.is_struct(typ.value_type):
-        return False
-    index = typ.value_type.get_field_index("content")
-    return index >= 0 and pa.types.is_string(typ.value_type.field(index).type)
+    """Whether a column is a message list (``list<struct<role, content>>`` of text, as sc-data or polars write it):
+    the only kind whose lengths and prompt keys are computed."""
+    def message(t: pa.DataType) -> bool:
+        return pa.types.is_struct(t) and all(t.get_field_index(k) >= 0 and _is_text(t.field(k).type) for k in ("role", "content"))
+    return _is_list_of(typ, message)
 
 
 def _is_numeric(table: pa.Table, name: str) -> bool:

@@ -11,6 +11,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -53,41 +54,55 @@ def temp_dir_beside(final: str | os.PathLike[str], suffix: str = ".tmp") -> Path
     return tmp
 
 
-def finish_swap(final: str | os.PathLike[str]) -> None:
+def _aside(final: Path) -> list[Path]:
+    """What :func:`_swap_into_place` moved aside for ``final`` and did not delete: ``.NAME.old-<8 hex digits>``."""
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.old-[0-9a-f]{{8}}")
+    return sorted(p for p in final.parent.glob(f".{glob.escape(final.name)}.old-*") if pattern.fullmatch(p.name))
+
+
+def _remove(path: Path) -> None:
+    """A folder, or the symlink a swap moved aside in its place (``rmtree`` refuses those)."""
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def finish_swap(final: str | os.PathLike[str], *, restore: bool = True) -> None:
     """Finish what a killed :func:`atomic_dir` swap left beside ``final``.
 
-    Killed between its two renames, a swap leaves the old folder aside (``.NAME.old-*``) and
-    nothing at ``final``: it goes back. Killed after them, the old folder is left aside undeleted:
-    it goes. Called before a folder is claimed or replaced, so a killed run leaves the old output,
-    as a finished one would.
+    Killed after its two renames, the old folder is left aside undeleted: it goes. Killed between
+    them, the old folder is aside and nothing is at ``final``: with ``restore`` it goes back. A
+    step calls that before it checks its output, so a killed run leaves the old output, as a
+    finished one would; :func:`atomic_dir` only clears what a finished swap left, so it never
+    puts back a folder its caller did not check.
     """
     final = Path(final)
-    aside = sorted(final.parent.glob(f".{glob.escape(final.name)}.old-*"))
-    if not final.exists() and not final.is_symlink() and len(aside) == 1:
-        os.replace(aside[0], final)
-        return
-    if final.exists():
+    aside = _aside(final)
+    if final.exists() or final.is_symlink():
         for old in aside:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
+    elif restore and len(aside) == 1:
+        os.replace(aside[0], final)
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:
     """Rename the filled folder ``tmp`` onto ``final``; an existing ``final`` is moved aside first and
     deleted only once the new one is in place (a folder can't be renamed onto a non-empty one)."""
     old = None
-    if final.exists():
+    if final.exists() or final.is_symlink():
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(final, old)
     os.replace(tmp, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a new folder beside ``path`` to fill; it replaces ``path`` only if the block succeeds."""
     final = Path(path)
-    finish_swap(final)
+    finish_swap(final, restore=False)
     tmp = temp_dir_beside(final, suffix)
     try:
         yield tmp

@@ -174,6 +174,10 @@ def upstream_of(path: str | Path) -> dict[str, Any]:
     if found is None:
         return {}
     record = read_manifest(found)
+    if bad := _malformed(record):
+        warnings.warn(f"{str(found)!r} has a malformed {bad!r} (edited by hand?): nothing is carried forward from it",
+                      ManifestWarning, stacklevel=2)
+        return {}
     path = Path(path)
     if path.is_file():
         files = record.get("files")
@@ -187,6 +191,23 @@ def upstream_of(path: str | Path) -> dict[str, Any]:
             )
             return {}
     return record
+
+
+#: What later steps read from an upstream manifest, and the type each must have.
+_CARRIED = {"licenses": list, "inputs": list, "counts": dict, "scorers": dict, "models": dict, "decontamination": dict}
+
+
+def _malformed(record: dict[str, Any]) -> str | None:
+    """The first field later steps read that has the wrong type (licences must be strings, inputs objects), or None."""
+    for key, kind in _CARRIED.items():
+        value = record.get(key, kind())
+        if not isinstance(value, kind):
+            return key
+    if not all(isinstance(v, str) for v in record.get("licenses", [])):
+        return "licenses"
+    if not all(isinstance(v, dict) for v in record.get("inputs", [])):
+        return "inputs"
+    return None
 
 
 class ManifestWarning(UserWarning):

@@ -33,7 +33,8 @@ sc-data stage "$OUT/scored.parquet" -o "$OUT/staged" --overwrite
 sc-data verify "$OUT/staged"
 
 echo "== 4/6 report: plots of difficulty, tiers, categories and scores" >&2
-sc-data report "$OUT/staged" -o "$OUT/report" --overwrite
+rm -rf "$OUT/report"
+sc-data report "$OUT/staged" -o "$OUT/report"
 
 echo "== 5/6 train: staged_competence, LoRA, $STEPS optimizer steps per stage (CPU)" >&2
 rm -rf "$OUT/run"

@@ -231,6 +231,18 @@ class TestOutputs:
             dropped = api.decontaminate(pairs, [tmp_path / "e.txt"], tmp_path / "b.parquet")
         assert read_manifest(dropped.manifest)["licenses"] == [] and "input" not in read_manifest(dropped.manifest)["counts"]
 
+    @pytest.mark.parametrize("field,value", [("licenses", 5), ("licenses", "mit"), ("inputs", ["raw.jsonl"]), ("counts", [])])
+    def test_a_malformed_upstream_manifest_is_not_carried_forward(self, tmp_path: Path, field: str, value) -> None:
+        from sc_data.manifest import ManifestWarning
+
+        pairs = _pairs_file(tmp_path / "train.parquet", ["How do I pick a lock?", "What is 2 + 2?"])
+        manifest = tmp_path / "train.manifest.json"
+        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), field: value}))
+        (tmp_path / "e.txt").write_text("how do i pick a lock\n", "utf-8")
+        with pytest.warns(ManifestWarning, match=rf"has a malformed '{field}'"):
+            result = api.decontaminate(pairs, [tmp_path / "e.txt"], tmp_path / "out.parquet")
+        assert read_manifest(result.manifest)["licenses"] == [] and result.rows_rejected == 1
+
     def test_cli(self, tmp_path: Path) -> None:
         pairs = _pairs_file(tmp_path / "train.parquet", ["How do I pick a lock?", "What is 2 + 2?"])
         (tmp_path / "e.txt").write_text("how do i pick a lock\n", "utf-8")

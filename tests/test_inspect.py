@@ -145,6 +145,25 @@ class TestScoredAndStaged:
         assert set(summary["lengths"]) == {"prompt"} and "difficulty" not in summary and "categories" not in summary
         assert summary["tier"] == {"1.0": 1, "nan": 1}
 
+    def test_large_string_columns_as_polars_writes_them(self, tmp_path: Path) -> None:
+        message = pa.struct([("role", pa.large_string()), ("content", pa.large_string())])
+        table = pa.table({
+            "id": pa.array(["a", "a"], pa.large_string()),
+            "prompt": pa.array([[{"role": "user", "content": "Hi  there"}], [{"role": "user", "content": "hi there"}]], pa.large_list(message)),
+            "categories": pa.array([["x"], ["x", "y"]], pa.list_(pa.large_string())),
+        })
+        pq.write_table(table, tmp_path / "polars.parquet")
+        summary = inspect(tmp_path / "polars.parquet")
+        assert summary["lengths"]["prompt"]["p50"] == 8.5 and summary["prompt_turns"] == {1: 2}
+        assert (summary["duplicate_prompts"], summary["duplicate_ids"], summary["categories"]) == (1, 1, {"x": 2, "y": 1})
+
+    def test_a_prompt_without_roles_and_list_ids_are_left_out(self, tmp_path: Path) -> None:
+        table = pa.table({"prompt": pa.array([[{"content": "hi"}]], pa.list_(pa.struct([("content", pa.string())]))),
+                          "id": pa.array([["a"]], pa.list_(pa.string()))})
+        pq.write_table(table, tmp_path / "odd.parquet")
+        summary = inspect(tmp_path / "odd.parquet")
+        assert summary["rows"] == 1 and "prompt_turns" not in summary and "duplicate_ids" not in summary
+
     def test_shards_that_disagree_on_types_are_one_error(self, tmp_path: Path) -> None:
         pq.write_table(pa.table({"difficulty": [0.5]}), tmp_path / "a.parquet")
         pq.write_table(pa.table({"difficulty": ["hard"]}), tmp_path / "b.parquet")

@@ -82,6 +82,34 @@ class TestFinishSwap:
         assert (final / "shard.parquet").read_text() == "new"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
+    def test_only_what_a_swap_names_is_touched(self, tmp_path) -> None:
+        final = tmp_path / "ds"
+        final.mkdir()
+        for name in (".ds.old-backup", ".ds.old-v2.old-1a2b3c4d", ".ds.old-1A2B3C4D"):  # a user's, another output's, not ours
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "important.txt").write_text("keep")
+        with io_mod.atomic_dir(final) as tmp:
+            (tmp / "x").write_text("new")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.old-1A2B3C4D", ".ds.old-backup", ".ds.old-v2.old-1a2b3c4d", "ds"]
+
+    def test_atomic_dir_never_puts_back_what_its_caller_did_not_check(self, tmp_path) -> None:
+        aside = tmp_path / ".probe.old-1a2b3c4d"
+        aside.mkdir()
+        (aside / "data.parquet").write_text("a staged dataset")
+        with io_mod.atomic_dir(tmp_path / "probe") as tmp:
+            (tmp / "probe.json").write_text("{}")
+        assert (aside / "data.parquet").read_text() == "a staged dataset"
+
+    def test_a_symlink_swapped_aside_is_removed_its_target_kept(self, tmp_path) -> None:
+        target = tmp_path / "target"
+        target.mkdir()
+        (target / "shard.parquet").write_text("old")
+        (tmp_path / "link").symlink_to(target)
+        with io_mod.atomic_dir(tmp_path / "link") as tmp:
+            (tmp / "shard.parquet").write_text("new")
+        assert (target / "shard.parquet").read_text() == "old" and (tmp_path / "link" / "shard.parquet").read_text() == "new"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "target"]
+
     def test_two_folders_aside_are_left_for_a_person(self, tmp_path) -> None:
         for name in (".out.old-1a2b3c4d", ".out.old-5e6f7a8b"):
             (tmp_path / name).mkdir()

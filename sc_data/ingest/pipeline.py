@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -260,7 +261,7 @@ def ingest(
                 record = checked(_manifest(result, opts, {rejects_path: tmp_rej}))
                 raise _NoPair
             record = checked(_manifest(result, opts, {output: tmp_out, rejects_path: tmp_rej}))
-    if not result.rows_out:
+    if not result.rows_out and not _is_input(output, inputs):
         output.unlink(missing_ok=True)  # an earlier run's pairs (claimed above): the manifest no longer lists them
     write_manifest(record, manifest)
     if not result.rows_out:
@@ -270,6 +271,11 @@ def ingest(
             f"see {rejects_path} for each row's file, line and reason"
         )
     return result
+
+
+def _is_input(output: Path, inputs: Sequence[str | Path | pa.Table | Any]) -> bool:
+    """Whether ``output`` is also one of the input files (an in-place ingest, which a failed run must not delete)."""
+    return any(isinstance(i, (str, os.PathLike)) and Path(i).resolve() == output.resolve() for i in inputs)
 
 
 class _NoPair(Exception):

@@ -382,7 +382,8 @@ def _ingested_already(pairs: Path, inputs: list[str], options: Any) -> bool:
     if not (pairs.is_file() and manifest_path(pairs).is_file()):
         return False
     manifest = read_manifest(manifest_path(pairs))
-    done = [i.get("sha256") for i in manifest.get("inputs", [])]
+    inputs_done = manifest.get("inputs")
+    done = [i.get("sha256") for i in inputs_done if isinstance(i, dict)] if isinstance(inputs_done, list) else None
     return done == [source.sha256() for source in resolve_inputs(inputs, options)] and manifest.get("recipe") == {"step": "ingest", **options.model_dump()}
 
 

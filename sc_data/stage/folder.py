@@ -284,8 +284,12 @@ def _check_card(root: Path, data: list[dict[str, Any]]) -> None:
         name = config["config_name"]
         if name not in infos:
             raise VerifyError(f"{CARD}: config {name!r} has no dataset_info; `datasets` could serve a stale cache for it")
-        examples = {s.get("name"): s.get("num_examples") for s in infos[name].get("splits", [])}
-        for spec in config.get("data_files", []):
+        splits, specs = infos[name].get("splits", []), config.get("data_files", [])
+        if not all(isinstance(v, list) and all(isinstance(d, dict) for d in v) for v in (splits, specs)):
+            raise VerifyError(f"{CARD}: config {name!r}'s data_files or dataset_info splits are not the lists of objects "
+                              "sc-data writes (split, path; name, num_examples); re-stage the dataset")
+        examples = {s.get("name"): s.get("num_examples") for s in splits}
+        for spec in specs:
             split = spec.get("split")
             matched = sorted(e["path"] for e in data if PurePosixPath(e["path"]).match(str(spec.get("path"))))
             own = _config_files(name, split, data)

@@ -11,9 +11,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
-import tempfile
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from sc_data.errors import InputError
-from sc_data.io import atomic_path, sha256_file
+from sc_data.io import atomic_path, sha256_file, temp_dir_beside
 from sc_data.manifest import (
-    STAGED_MANIFEST,
     checked,
     claim_output_files,
     file_entry,
@@ -199,34 +199,38 @@ def report(path: Path | str, output_dir: Path | str | None = None, *, overwrite:
         ConfigError: a PNG exists without ``overwrite``, or was not written by sc-data.
     """
     root = Path(path)
-    table = _read_plotted(root)
+    shards = shard_files(root)
+    table = _read_plotted(root, shards)
     out = Path(output_dir) if output_dir is not None else root.with_name(f"{root.name}_report")
     manifest = out / REPORT_MANIFEST
     claim_output_files([out / f"{name}.png" for name in PLOT_NAMES], manifest, overwrite=overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".sc-data-report.", dir=out) as tmp:
+    tmp = temp_dir_beside(out, ".report")  # beside, not inside: a killed run leaves nothing in a folder the user chose
+    try:
         drawn = plot_table(table, tmp)
+        plotted = hashlib.sha256("".join(sha256_file(s) for s in shards).encode()).hexdigest()  # the shards, in order
         record = checked(new_manifest(
-            "report", inputs=[{"path": str(root), "sha256": sha256_file(root / STAGED_MANIFEST)}], recipe={"step": "report"},
+            "report", inputs=[{"path": str(root), "sha256": plotted}], recipe={"step": "report"},
             counts={"rows_in": table.num_rows, "rows_out": table.num_rows, "rows_rejected": 0},
             files=[file_entry(out, png.name, 0, written=png, kind="plot") for png in drawn],
             licenses=list(upstream_of(root).get("licenses", [])),
         ))
+        out.mkdir(parents=True, exist_ok=True)
         for png in drawn:
             os.replace(png, out / png.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     write_manifest(record, manifest)
     return [out / png.name for png in drawn]
 
 
-def _read_plotted(root: Path) -> pa.Table:
-    """The plotted columns of every shard of the staged folder ``root``.
+def _read_plotted(root: Path, shards: list[Path]) -> pa.Table:
+    """The plotted columns of ``shards``, the shards of the staged folder ``root``.
 
     Raises:
         InputError: no shard, or a shard that can't be read (or whose columns don't agree with the others').
     """
-    shards = shard_files(root)
-    if not shards or not (root / STAGED_MANIFEST).is_file():
-        raise InputError(f"{str(root)!r} holds no data/*/*.parquet shards and {STAGED_MANIFEST}; is it a folder written by `sc-data stage`?")
+    if not shards:
+        raise InputError(f"{str(root)!r} holds no data/*/*.parquet shards; is it a folder written by `sc-data stage`?")
     parts = []
     for shard in shards:
         try:

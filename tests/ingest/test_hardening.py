@@ -138,6 +138,9 @@ class TestFileFaults:
             ingest([path], tmp_path / "out.parquet", overwrite=True)
         assert not (tmp_path / "out.parquet").exists()
         assert ingest([fixed], tmp_path / "out.parquet", overwrite=True).rows_out == 1
+        with pytest.raises(InputError, match="no usable pair"):  # in place: a failed run never deletes its input
+            ingest([tmp_path / "out.parquet"], tmp_path / "out.parquet", overwrite=True, max_chars=1)
+        assert pq.read_table(tmp_path / "out.parquet").num_rows == 1
 
     def test_bom_at_the_start_of_a_json_array(self, tmp_path: Path) -> None:
         path = tmp_path / "a.json"

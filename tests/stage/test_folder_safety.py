@@ -247,6 +247,16 @@ class TestVerifyCatches:
         with pytest.raises(VerifyError, match=r"sc_manifest.json: ('files' must be a list|files\[0\] has no valid|files\[\d+\] has no valid 'split')"):
             verify(staged)
 
+    @pytest.mark.parametrize("edit", [
+        lambda meta: meta["configs"][0].update(data_files="data/tier_0/*.parquet"),
+        lambda meta: meta["configs"][0].update(data_files=["data/tier_0/*.parquet"]),
+        lambda meta: meta["dataset_info"][0].update(splits="train"),
+    ])
+    def test_card_forms_sc_data_does_not_write(self, staged: Path, edit) -> None:
+        self._edit_card(staged, edit)
+        with pytest.raises(VerifyError, match=r"data_files or dataset_info splits are not the lists of objects sc-data writes"):
+            verify(staged)
+
     def test_a_card_config_without_a_name(self, staged: Path) -> None:
         self._edit_card(staged, lambda meta: meta["configs"][0].update(config_nam=meta["configs"][0].pop("config_name")))
         with pytest.raises(VerifyError, match=r"a config without a config_name"):
