@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sc_data.manifest import file_entry
 from sc_data.train.data import load_staged, stored_ref_logprobs
 from sc_data.train.trainer import train
 from tests.train.conftest import tiny_config
@@ -83,7 +84,9 @@ def test_half_a_nat_on_one_row_is_refused(scored_staged: Path, tiny_lm_dir: Path
     chosen[scored.column("id").to_pylist().index(row_id)] += 0.5
     scored = scored.set_column(scored.column_names.index("ref_margin__chosen_logp"), "ref_margin__chosen_logp", pa.array(chosen))
     pq.write_table(scored, tmp_path / "scored.parquet")
-    (tmp_path / "scored.manifest.json").write_bytes((root / "scored.manifest.json").read_bytes())
+    manifest = json.loads((root / "scored.manifest.json").read_text())  # as if the scorer itself had written these log-probs
+    manifest["files"] = [file_entry(tmp_path, "scored.parquet", scored.num_rows)]
+    (tmp_path / "scored.manifest.json").write_text(json.dumps(manifest))
     stage(tmp_path / "scored.parquet", tmp_path / "staged", tiers=3, eval_fraction=0.2, plots=False)
     cfg = tiny_config(tiny_lm_dir, data={"max_length": MAX_LENGTH, "max_prompt_length": MAX_PROMPT}, curriculum={"max_steps_per_stage": 1})
     train(tmp_path / "staged", tmp_path / "run", cfg)
