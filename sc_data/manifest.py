@@ -160,8 +160,9 @@ def upstream_path(path: str | Path) -> Path | None:
 
 
 def upstream_of(path: str | Path) -> dict[str, Any]:
-    """The manifest of ``path`` (a file output or a staged folder), or ``{}`` when it has none or,
-    for a file, when it lists the file with another sha256 (with a warning).
+    """The manifest of ``path`` (a file output or a staged folder); ``{}`` when it has none, and
+    ``{}`` with a :class:`ManifestWarning` when a field later steps read has the wrong type or,
+    for a file, when it lists the file with another sha256.
 
     WHY check a file against its entry: a file rewritten by another tool, or a run killed between
     renaming its outputs and writing their manifest, leaves a manifest of other rows; carrying its
