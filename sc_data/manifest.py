@@ -159,7 +159,7 @@ def upstream_path(path: str | Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def upstream_of(path: str | Path) -> dict[str, Any]:
+def upstream_of(path: str | Path, *, sha256: str | None = None) -> dict[str, Any]:
     """The manifest of ``path`` (a file output or a staged folder); ``{}`` when it has none, and
     ``{}`` with a :class:`ManifestWarning` when a field later steps read has the wrong type or,
     for a file, when it lists the file with another sha256.
@@ -167,6 +167,7 @@ def upstream_of(path: str | Path) -> dict[str, Any]:
     WHY check a file against its entry: a file rewritten by another tool, or a run killed between
     renaming its outputs and writing their manifest, leaves a manifest of other rows; carrying its
     counts, scorers and licences forward would record a provenance the data doesn't have.
+    ``sha256``: the file's, when the caller has hashed it already (each step records its input's).
 
     Raises:
         InputError: a manifest exists but is not valid JSON.
@@ -184,7 +185,7 @@ def upstream_of(path: str | Path) -> dict[str, Any]:
         files = record.get("files")
         name = listed_path(path, found)
         entry = next((f for f in files if isinstance(f, dict) and f.get("path") == name), None) if isinstance(files, list) else None
-        if entry is not None and entry.get("sha256") != sha256_file(path):
+        if entry is not None and entry.get("sha256") != (sha256 or sha256_file(path)):
             warnings.warn(
                 f"{str(found)!r} lists {str(path)!r} with another sha256: the file changed after sc-data wrote it, "
                 "or that run was interrupted. Its counts, scorers and licences are not carried forward",

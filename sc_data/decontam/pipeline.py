@@ -260,7 +260,8 @@ def _manifest(result: DecontamResult, input_path: Path, options: DecontamOptions
 
     ``written``: where the output and rejects are until they take their names.
     """
-    upstream = upstream_of(input_path)
+    digest = sha256_file(input_path)
+    upstream = upstream_of(input_path, sha256=digest)
     methods = ["exact", "ngram", *(["embedding"] if options.embedding else [])]
     record = {
         "eval_sets": result.eval_sets,
@@ -277,11 +278,11 @@ def _manifest(result: DecontamResult, input_path: Path, options: DecontamOptions
         counts["input"] = upstream["counts"]
     return new_manifest(
         upstream.get("kind", "pairs"),
-        inputs=[{"path": str(input_path), "sha256": sha256_file(input_path), "format": "parquet"}],
+        inputs=[{"path": str(input_path), "sha256": digest, "format": "parquet"}],
         recipe={"step": "decontaminate", **options.model_dump()},
         counts=counts,
-        files=[file_entry(result.output.parent, listed_path(result.output, result.manifest), result.rows_out, written=written[0]),
-               file_entry(result.rejects.parent, listed_path(result.rejects, result.manifest), result.rows_rejected, written=written[1])],
+        files=[file_entry(result.manifest.parent, listed_path(result.output, result.manifest), result.rows_out, written=written[0]),
+               file_entry(result.manifest.parent, listed_path(result.rejects, result.manifest), result.rows_rejected, written=written[1])],
         licenses=list(upstream.get("licenses", [])),
         decontamination=record,
         **{k: upstream[k] for k in ("scorers", "models") if k in upstream},

@@ -311,6 +311,7 @@ def _manifest(result: IngestResult, options: IngestOptions, written: dict[Path, 
     is until it takes its name.
     """
     rows = {result.output: result.rows_out, result.rejects: result.rows_rejected}
+    manifest = cast(Path, result.manifest)  # ingest() sets it
     return new_manifest(
         "pairs",
         inputs=[r.to_dict() for r in result.inputs],
@@ -321,7 +322,7 @@ def _manifest(result: IngestResult, options: IngestOptions, written: dict[Path, 
             "rows_rejected": result.rows_rejected,
             "by_reason": dict(sorted(result.by_reason.items())),
         },
-        files=[file_entry(final.parent, listed_path(final, result.manifest), rows[final], written=now)
+        files=[file_entry(manifest.parent, listed_path(final, manifest), rows[final], written=now)
                for final, now in written.items()],
         licenses=sorted({r.license for r in result.inputs if r.license}),
     )

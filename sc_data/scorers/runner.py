@@ -443,7 +443,7 @@ def _manifest(
     scorers: list[Scorer], recipe: dict[str, Any], errors: dict[str, int], written: Path,
 ) -> dict[str, Any]:
     """The scored output's manifest; ``written``: where the output is until it takes its name."""
-    upstream = upstream_of(input_path)
+    upstream = upstream_of(input_path, sha256=input_sha)
     counts: dict[str, Any] = {
         "rows_in": merged.num_rows,
         "rows_out": merged.num_rows,

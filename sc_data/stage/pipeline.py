@@ -110,7 +110,7 @@ def read_scored(path: Path | str) -> tuple[pa.Table, list[dict[str, Any]], dict[
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"cannot read {str(path)!r} as Parquet ({e}); is it the output of `sc-data score`?") from e
     inputs = [{"path": str(f), "sha256": sha256_file(f), "format": "parquet"} for f in files]
-    upstream = upstream_of(path)
+    upstream = upstream_of(path, sha256=None if path.is_dir() else inputs[0]["sha256"])
     found = upstream_path(path)
     if found is not None:
         inputs.append({"path": str(found), "sha256": sha256_file(found), "format": "manifest"})
