@@ -33,7 +33,7 @@ from typing import IO, Any, cast
 import pyarrow as pa
 
 from sc_data.errors import InputError
-from sc_data.io import sha256_file
+from sc_data.io import sha256_file, sha256_files
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -119,7 +119,7 @@ class Source:
             return hashlib.sha256(f"datasets/{self.name}@{_hub_builder(self).hash}".encode()).hexdigest()
         path = cast(Path, self.path)  # every non-hub source has one
         if path.is_dir():
-            return _hash_files(p for p in sorted(path.rglob("*")) if p.is_file())
+            return sha256_files(p for p in sorted(path.rglob("*")) if p.is_file())
         return sha256_file(path)
 
     def batches(self, batch_size: int = DEFAULT_BATCH) -> Iterator[RawBatch]:
@@ -157,13 +157,6 @@ class Source:
             yield from _dataset_batches(_load_disk(self.path), batch_size, self)
         else:
             yield from _dataset_batches(_hub_dataset(self), batch_size, self)
-
-
-def _hash_files(paths: Any) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(f"{path.name}\0{sha256_file(path)}\n".encode())
-    return digest.hexdigest()
 
 
 def _tables_of(data: Any) -> list[pa.Table]:

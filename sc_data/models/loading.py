@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from sc_data.errors import ConfigError, ModelNotFoundError
-from sc_data.io import cache_dir, sha256_file, temp_dir_beside
+from sc_data.io import cache_dir, sha256_file, sha256_files, temp_dir_beside
 
 if TYPE_CHECKING:
     import torch
@@ -167,10 +167,7 @@ def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
 @functools.cache
 def _folder_sha256(path: Path, stamp: tuple[tuple[str, int, int], ...]) -> str:
     """Hash of the per-file hashes of a folder's identity files (``stamp`` keys the memo)."""
-    digest = hashlib.sha256()
-    for name, _, _ in stamp:
-        digest.update(f"{name}\0{sha256_file(path / name)}\n".encode())
-    return digest.hexdigest()
+    return sha256_files(path / name for name, _, _ in stamp)
 
 
 def _identity_sha256(path: Path) -> str | None:

@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shutil
@@ -25,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from sc_data.errors import InputError
-from sc_data.io import atomic_path, sha256_file, temp_dir_beside
+from sc_data.io import atomic_path, sha256_files, temp_dir_beside
 from sc_data.manifest import (
     checked,
     claim_output_files,
@@ -207,9 +206,8 @@ def report(path: Path | str, output_dir: Path | str | None = None, *, overwrite:
     tmp = temp_dir_beside(out, ".report")  # beside, not inside: a killed run leaves nothing in a folder the user chose
     try:
         drawn = plot_table(table, tmp)
-        plotted = hashlib.sha256("".join(sha256_file(s) for s in shards).encode()).hexdigest()  # the shards, in order
         record = checked(new_manifest(
-            "report", inputs=[{"path": str(root), "sha256": plotted}], recipe={"step": "report"},
+            "report", inputs=[{"path": str(root), "sha256": sha256_files(shards)}], recipe={"step": "report"},
             counts={"rows_in": table.num_rows, "rows_out": table.num_rows, "rows_rejected": 0},
             files=[file_entry(out, png.name, 0, written=png, kind="plot") for png in drawn],
             licenses=list(upstream_of(root).get("licenses", [])),
